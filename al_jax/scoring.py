@@ -1,0 +1,97 @@
+"""Pool scoring and top-k selection with fixed shapes.
+
+The pool is streamed through the model in fixed-size chunks; each image is scored by
+the metric with its own key (`fold_in(key, pool_index)`, so random scores do not
+depend on the chunk size or the device count), and a running top-k over the chunks
+keeps memory independent of the pool size. Already-labeled images are masked out with
+-inf; ties are broken towards the lower pool index.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from al_jax import metrics
+from al_jax.training import TrainState
+
+
+def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
+  """Class probabilities in inference mode.  images: [B, H, W, C] uint8 -> [B, C] float32."""
+  return jax.nn.softmax(state.logits(images).astype(jnp.float32), axis=-1)
+
+
+def score_images(state: TrainState, images: jax.Array, indices: jax.Array,
+                 metric_index: jax.Array, key: jax.Array) -> jax.Array:
+  """Informativeness of each image.  images: [B, H, W, C], indices: [B] -> [B] float32.
+
+  `metric_index` selects metrics.NAMES[metric_index] (may be traced); `indices` are the
+  images' pool positions, used to derive each image's key.
+  """
+  probs = predict_probs(state, images)
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+  score_one = lambda p, k: metrics.switch(metric_index, p, k)
+  return jax.vmap(score_one)(probs, keys)
+
+
+def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
+                key: jax.Array, *, chunk_size: int) -> jax.Array:
+  """Scores the whole pool.  images: [N, H, W, C] with N % chunk_size == 0 -> [N]."""
+  num_chunks = images.shape[0] // chunk_size
+  chunks = images.reshape(num_chunks, chunk_size, *images.shape[1:])
+  starts = jnp.arange(num_chunks) * chunk_size
+  scores = lax.map(lambda c: score_images(state, c[0], c[1] + jnp.arange(chunk_size),
+                                          metric_index, key), (chunks, starts))
+  return scores.reshape(-1)
+
+
+def select_top_k(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
+  """Indices of the k highest scores among `available`.  scores, available: [N] -> [k]."""
+  return lax.top_k(jnp.where(available, scores, -jnp.inf), k)[1]
+
+
+def merge_top_k(best_scores: jax.Array, best_indices: jax.Array, scores: jax.Array,
+                indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Running top-k update: keeps the k best of the current best [k] and a new chunk [B].
+
+  The current best comes first, so on equal scores the earlier (lower) index wins.
+  """
+  k = best_scores.shape[0]
+  all_scores = jnp.concatenate([best_scores, scores])
+  all_indices = jnp.concatenate([best_indices, indices])
+  top_scores, positions = lax.top_k(all_scores, k)
+  return top_scores, all_indices[positions]
+
+
+def empty_top_k(k: int) -> tuple[jax.Array, jax.Array]:
+  """The running top-k before any chunk: scores -inf, indices -1."""
+  return jnp.full((k,), -jnp.inf, jnp.float32), jnp.full((k,), -1, jnp.int32)
+
+
+def chunk_top_k(state: TrainState, images: jax.Array, available: jax.Array, start: jax.Array,
+                metric_index: jax.Array, key: jax.Array, best: tuple[jax.Array, jax.Array]
+                ) -> tuple[jax.Array, jax.Array]:
+  """Scores one chunk (pool positions start..start+B) and merges it into `best`."""
+  indices = start + jnp.arange(images.shape[0], dtype=jnp.int32)
+  scores = score_images(state, images, indices, metric_index, key)
+  scores = jnp.where(available, scores, -jnp.inf)
+  return merge_top_k(*best, scores, indices)
+
+
+def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
+                metric_index: jax.Array, key: jax.Array, *, k: int, chunk_size: int
+                ) -> tuple[jax.Array, jax.Array]:
+  """The k most informative available pool images, by a running top-k over chunks.
+
+  images: [N, H, W, C] uint8 with N % chunk_size == 0; available: [N] bool.
+  Returns (scores [k] float32, indices [k] int32), best first; if fewer than k images
+  are available the tail has score -inf.
+  """
+  num_chunks = images.shape[0] // chunk_size
+
+  def body(i, best):
+    start = i * chunk_size
+    chunk = lax.dynamic_slice_in_dim(images, start, chunk_size)
+    mask = lax.dynamic_slice_in_dim(available, start, chunk_size)
+    return chunk_top_k(state, chunk, mask, start, metric_index, key, best)
+
+  return lax.fori_loop(0, num_chunks, body, empty_top_k(k))

@@ -1,0 +1,168 @@
+"""Training and evaluation as pure functions over one state pytree.
+
+`train_step(state, batch, key) -> (state, metrics)` and `eval_step(state, batch) ->
+metrics` follow the Flax examples. `fit` runs whole epochs over a *masked* labeled set
+inside one compiled loop, so a growing labeled set never changes a shape: each epoch
+takes a random permutation of the labeled images (argsort of random keys, labeled
+first) and fills every batch from it, wrapping around at the end, so batches are
+always full and hold only labeled images (no padding reaches batch norm).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import lax
+
+from al_jax import data as data_lib
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything that changes during training: one pytree (model/optimizer are static)."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  apply_fn: Any = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  dataset: str = struct.field(pytree_node=False)
+
+  def logits(self, images: jax.Array, train: bool = False, key: jax.Array | None = None,
+             params: Any = None):
+    """uint8 images [B, H, W, C] -> logits [B, C] (and new batch stats when train)."""
+    variables = {"params": self.params if params is None else params,
+                 "batch_stats": self.batch_stats}
+    x = data_lib.normalize(images, self.dataset)
+    if not train:
+      return self.apply_fn(variables, x, train=False)
+    return self.apply_fn(variables, x, train=True, rngs={"dropout": key},
+                         mutable=["batch_stats"])
+
+
+def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
+  """SGD with momentum and (PyTorch-style, coupled) L2 weight decay."""
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum))
+
+
+def create_train_state(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...],
+                       tx: optax.GradientTransformation, dataset: str) -> TrainState:
+  """Fresh parameters for images of shape [H, W, C]."""
+  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables["batch_stats"], opt_state=tx.init(params),
+                    apply_fn=model.apply, tx=tx, dataset=dataset)
+
+
+def classification_metrics(logits: jax.Array, labels: jax.Array,
+                           mask: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Sums over the batch: loss_sum, correct, count, per-class correct / count.
+
+  logits: [B, C]; labels: [B] int; mask: [B] bool (padding = False).
+  Cross-entropy is over the class axis.
+  """
+  num_classes = logits.shape[-1]
+  mask = jnp.ones(labels.shape, bool) if mask is None else mask
+  weight = mask.astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  correct = (jnp.argmax(logits, -1) == labels) * weight
+  onehot = jax.nn.one_hot(labels, num_classes) * weight[:, None]
+  return {"loss_sum": jnp.sum(loss * weight), "correct": jnp.sum(correct),
+          "count": jnp.sum(weight), "class_correct": onehot.T @ correct,
+          "class_count": jnp.sum(onehot, axis=0)}
+
+
+def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
+  """One SGD step on batch {"image": uint8 [B,H,W,C], "label": int [B]}."""
+
+  def loss_fn(params):
+    logits, updates = state.logits(batch["image"], train=True, key=key, params=params)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, (logits, updates["batch_stats"])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+  """Metric sums on batch {"image", "label", optional "mask"} in inference mode."""
+  logits = state.logits(batch["image"])
+  return classification_metrics(logits, batch["label"], batch.get("mask"))
+
+
+def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
+  """A random permutation of the labeled indices first, then the rest.  mask: [N] -> [N]."""
+  noise = jax.random.uniform(key, mask.shape)
+  return jnp.argsort(jnp.where(mask, noise, 2.0))
+
+
+def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
+        key: jax.Array, *, epochs: int, batch_size: int) -> tuple[TrainState, dict]:
+  """Trains `epochs` epochs on the images where `mask` is True.
+
+  images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
+  The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
+  the compiled loop serves every labeled-set size. Returns the state and the mean
+  train loss / accuracy over the last epoch.
+  """
+  num_labeled = jnp.sum(mask, dtype=jnp.int32)
+  steps = (num_labeled + batch_size - 1) // batch_size
+  zero = jnp.zeros((), jnp.float32)
+
+  def epoch(e, carry):
+    state, _ = carry
+    order_key, step_key = jax.random.split(jax.random.fold_in(key, e))
+    order = labeled_order(mask, order_key)
+
+    def step(i, carry):
+      state, sums = carry
+      positions = (i * batch_size + jnp.arange(batch_size)) % num_labeled
+      idx = order[positions]
+      state, m = train_step(state, {"image": images[idx], "label": labels[idx]},
+                            jax.random.fold_in(step_key, i))
+      return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])
+
+    state, sums = lax.fori_loop(0, steps, step, (state, (zero, zero)))
+    return state, sums
+
+  state, (loss_sum, acc_sum) = lax.fori_loop(0, epochs, epoch, (state, (zero, zero)))
+  steps_f = jnp.maximum(steps, 1).astype(jnp.float32)
+  return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f}
+
+
+def pad_to_multiple(x: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
+  """Pads axis 0 to a multiple of `multiple`.  x: [N, ...] -> ([M, ...], mask [M])."""
+  n = x.shape[0]
+  padded = -(-n // multiple) * multiple
+  pad = [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)
+  return jnp.pad(x, pad), jnp.arange(padded) < n
+
+
+def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, *,
+             batch_size: int = 1000) -> dict[str, jax.Array]:
+  """Loss, accuracy and per-class accuracy over a whole set, in fixed-size chunks.
+
+  images: [M, H, W, C] uint8, labels: [M]. Returns test_loss, test_accuracy (scalars)
+  and per_class_accuracy [C] (NaN for a class absent from the set).
+  """
+  batch_size = min(batch_size, images.shape[0])
+  images, mask = pad_to_multiple(images, batch_size)
+  labels, _ = pad_to_multiple(labels, batch_size)
+  chunks = lambda x: x.reshape(-1, batch_size, *x.shape[1:])
+  sums = lax.map(lambda b: eval_step(state, b),
+                 {"image": chunks(images), "label": chunks(labels), "mask": chunks(mask)})
+  sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), sums)
+  return {"test_loss": sums["loss_sum"] / sums["count"],
+          "test_accuracy": sums["correct"] / sums["count"],
+          "per_class_accuracy": sums["class_correct"] / sums["class_count"]}

@@ -1,0 +1,556 @@
+"""Tests of al_jax.data on the shipped sample and, when AL_JAX_DATA_DIR is set, the full data.
+
+No test touches the network: the TFDS fallback is exercised with a stand-in module.
+Fruits-360 decodes are cached in a session-scoped temporary AL_JAX_CACHE_DIR.
+"""
+
+import dataclasses
+import gzip
+import os
+import re
+import shutil
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from al_jax import data
+
+SAMPLE_MNIST = os.path.join(data.SAMPLE_DIR, "mnist")
+SAMPLE_FRUITS = os.path.join(data.SAMPLE_DIR, "fruits360")
+# Per-digit counts of the first 600 training / 200 test MNIST images.
+SAMPLE_MNIST_TRAIN_COUNTS = [58, 79, 64, 59, 59, 51, 54, 62, 49, 65]
+SAMPLE_MNIST_TEST_COUNTS = [17, 28, 16, 16, 28, 20, 20, 24, 10, 21]
+SAMPLE_FRUITS_TRAIN, SAMPLE_FRUITS_TEST = 25, 10  # Images per category.
+# Category of each sample variety folder, in sorted folder order.
+SAMPLE_FOLDER_LABELS = [0, 3, 8, 4, 6, 5, 9, 2, 7, 1]
+
+FULL_DATA = os.environ.get(data.DATA_DIR_ENV)
+full_data = pytest.mark.full_data
+needs_full_data = pytest.mark.skipif(
+    not FULL_DATA, reason=f"set {data.DATA_DIR_ENV} to the folder holding mnist/, "
+    "fashion_mnist/ and fruits360/ to run the full-data tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+  """A hermetic, session-wide cache for decoded Fruits-360 arrays."""
+  with pytest.MonkeyPatch.context() as mp:
+    cache = tmp_path_factory.mktemp("al_jax_cache")
+    mp.setenv(data.CACHE_DIR_ENV, str(cache))
+    yield cache
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+  """Tests that resolve folders themselves must not see the CI's AL_JAX_DATA_DIR."""
+  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+
+
+def _copy_mnist(dst) -> str:
+  shutil.copytree(SAMPLE_MNIST, dst)
+  return str(dst)
+
+
+def _fruit_tree(root, varieties=("Apple Braeburn 1", "Banana 1"), count=3) -> str:
+  """A tiny Fruits-360 folder copied from the sample: count images per variety/split."""
+  for split in data.FRUIT_SPLITS:
+    for variety in varieties:
+      src = os.path.join(SAMPLE_FRUITS, split, variety)
+      dst = os.path.join(root, split, variety)
+      os.makedirs(dst)
+      for name in sorted(os.listdir(src))[:count]:
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+  return str(root)
+
+
+# ------------------------------------------------------------------------ sample: MNIST
+
+
+def test_sample_mnist_shapes_and_counts(no_env):
+  ds = data.load("mnist", "sample")
+  assert ds.name == "mnist"
+  assert ds.train_images.shape == (600, 28, 28, 1)
+  assert ds.test_images.shape == (200, 28, 28, 1)
+  assert ds.train_images.dtype == np.uint8 and ds.test_images.dtype == np.uint8
+  assert ds.train_labels.dtype == np.int32 and ds.test_labels.dtype == np.int32
+  assert ds.class_names == tuple("0123456789") and ds.num_classes == 10
+  assert np.bincount(ds.train_labels, minlength=10).tolist() == SAMPLE_MNIST_TRAIN_COUNTS
+  assert np.bincount(ds.test_labels, minlength=10).tolist() == SAMPLE_MNIST_TEST_COUNTS
+  assert ds.train_images.max() == 255 and ds.train_images.min() == 0
+
+
+def test_image_size_is_ignored_for_mnist(no_env):
+  assert data.load("mnist", "sample", image_size=64).train_images.shape[1:] == (28, 28, 1)
+
+
+def test_mnist_binary_subset_relabels(no_env):
+  full = data.load("mnist", "sample")
+  ds = data.load("mnist", "sample", classes=("0", "1"))
+  assert ds.class_names == ("0", "1") and ds.num_classes == 2
+  assert set(np.unique(ds.train_labels)) == {0, 1}
+  assert set(np.unique(ds.test_labels)) == {0, 1}
+  assert len(ds.train_labels) == np.sum(full.train_labels <= 1) == 58 + 79
+  assert len(ds.test_labels) == np.sum(full.test_labels <= 1) == 17 + 28
+  keep = full.train_labels <= 1
+  np.testing.assert_array_equal(ds.train_images, full.train_images[keep])
+  np.testing.assert_array_equal(ds.train_labels, full.train_labels[keep])
+
+
+def test_subset_order_defines_labels(no_env):
+  full = data.load("mnist", "sample")
+  ds = data.load("mnist", "sample", classes="7, 3")  # A spec string works too.
+  assert ds.class_names == ("7", "3")
+  keep = (full.train_labels == 7) | (full.train_labels == 3)
+  np.testing.assert_array_equal(ds.train_labels, np.where(full.train_labels[keep] == 7, 0, 1))
+
+
+def test_fashion_names_and_indices(no_env, tmp_path):
+  folder = _copy_mnist(tmp_path / "fashion_mnist")  # Same IDX format as MNIST.
+  ds = data.load("fashion_mnist", folder)
+  assert ds.class_names == data.FASHION_MNIST_CLASSES
+  sub = data.load("fashion_mnist", folder, classes=("Ankle_Boot", "T-shirt/top", "1"))
+  assert sub.class_names == ("ankle boot", "t-shirt/top", "trouser")
+  assert np.sum(sub.train_labels == 0) == np.sum(ds.train_labels == 9)
+
+
+@pytest.mark.parametrize("classes, match", [
+    (("0", "ten"), "unknown class 'ten'.*valid classes are 0, 1, 2"),
+    (("0", "10"), "unknown class '10'"),
+    (("3", "3"), "duplicate"),
+    (("3", "03"), "duplicate"),
+    (("3",), "at least 2 classes"),
+])
+def test_bad_mnist_classes(no_env, classes, match):
+  with pytest.raises(data.DataError, match=match):
+    data.load("mnist", "sample", classes=classes)
+
+
+def test_parse_classes():
+  assert data.parse_classes(None) is None
+  assert data.parse_classes("") is None
+  assert data.parse_classes(" , ") is None
+  assert data.parse_classes("0,1") == ("0", "1")
+  assert data.parse_classes(" apple , banana ") == ("apple", "banana")
+
+
+# ------------------------------------------------------------------- sample: Fruits-360
+
+
+def test_sample_fruits_shapes_and_order(no_env):
+  ds = data.load("fruits360", "sample")
+  assert ds.class_names == data.FRUIT_CATEGORIES
+  n_train, n_test = 10 * SAMPLE_FRUITS_TRAIN, 10 * SAMPLE_FRUITS_TEST
+  assert ds.train_images.shape == (n_train, 32, 32, 3)
+  assert ds.test_images.shape == (n_test, 32, 32, 3)
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  np.testing.assert_array_equal(ds.train_labels,
+                                np.repeat(SAMPLE_FOLDER_LABELS, SAMPLE_FRUITS_TRAIN))
+  np.testing.assert_array_equal(ds.test_labels,
+                                np.repeat(SAMPLE_FOLDER_LABELS, SAMPLE_FRUITS_TEST))
+
+
+def test_sample_fruits_pixels(no_env):
+  """Image 0 is the first file of the first folder, decoded (100) or resized (32)."""
+  first_dir = os.path.join(SAMPLE_FRUITS, "Training", "Apple Braeburn 1")
+  first = os.path.join(first_dir, sorted(os.listdir(first_dir))[0])
+  with Image.open(first) as img:
+    original = img.convert("RGB")
+    small = np.asarray(original.resize((32, 32), Image.Resampling.BILINEAR))
+    original = np.asarray(original)
+  big = data.load("fruits360", "sample", image_size=100)
+  assert big.train_images.shape == (10 * SAMPLE_FRUITS_TRAIN, 100, 100, 3)
+  np.testing.assert_array_equal(big.train_images[0], original)
+  np.testing.assert_array_equal(data.load("fruits360", "sample").train_images[0], small)
+
+
+def test_fruits_apple_banana(no_env):
+  full = data.load("fruits360", "sample")
+  ds = data.load("fruits360", "sample", classes=("Apple", "BANANA"))
+  assert ds.class_names == ("apple", "banana")
+  assert np.bincount(ds.train_labels).tolist() == [SAMPLE_FRUITS_TRAIN] * 2
+  assert np.bincount(ds.test_labels).tolist() == [SAMPLE_FRUITS_TEST] * 2
+  np.testing.assert_array_equal(ds.train_images[ds.train_labels == 1],
+                                full.train_images[full.train_labels == 3])
+  by_index = data.load("fruits360", "sample", classes=("0", "3"))
+  np.testing.assert_array_equal(by_index.train_labels, ds.train_labels)
+
+
+def test_fruits_unknown_class(no_env):
+  with pytest.raises(data.DataError, match="unknown class 'kiwi'.*apple, tomato, potato"):
+    data.load("fruits360", "sample", classes=("apple", "kiwi"))
+
+
+def test_fruits_class_without_images(no_env, tmp_path):
+  folder = _fruit_tree(tmp_path / "fruits360")  # Only apples and bananas.
+  ds = data.load("fruits360", folder)
+  assert set(ds.train_labels.tolist()) == {0, 3}
+  with pytest.raises(data.DataError, match="no training images of class plum"):
+    data.load("fruits360", folder, classes=("apple", "plum"))
+
+
+def test_other_varieties_are_ignored(no_env, tmp_path):
+  folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Banana 1"))
+  shutil.copytree(os.path.join(folder, "Training", "Banana 1"),
+                  os.path.join(folder, "Training", "Kiwi 1"))
+  os.makedirs(os.path.join(folder, "Training", "Pear 1"))  # Empty variety.
+  ds = data.load("fruits360", folder)
+  assert ds.train_labels.tolist() == [0, 0, 0, 3, 3, 3]
+
+
+def test_fruit_category():
+  assert data.fruit_category("Apple Braeburn 1") == 0
+  assert data.fruit_category("Pineapple Mini 1") == 5
+  assert data.fruit_category("pepper green 1") == 6
+  assert data.fruit_category("Kiwi 1") is None
+  assert data.fruit_category("") is None
+
+
+def test_fruits_cache_hit(no_env, tmp_path, monkeypatch, _cache_dir):
+  folder = _fruit_tree(tmp_path / "fruits360")
+  first = data.load("fruits360", folder, image_size=24)
+  cached = [f for f in os.listdir(_cache_dir) if f.startswith("fruits360_24px_")]
+  assert len(cached) == 1
+  assert not [f for f in os.listdir(_cache_dir) if f.endswith(".tmp")]
+
+  def no_decode(*args):
+    raise AssertionError("cache miss")
+
+  monkeypatch.setattr(data, "_decode_many", no_decode)
+  second = data.load("fruits360", folder, image_size=24)
+  for field in ("train_images", "train_labels", "test_images", "test_labels"):
+    np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
+  # A changed file list is a new cache key, so it decodes again.
+  shutil.copyfile(os.path.join(folder, "Test", "Banana 1", os.listdir(
+      os.path.join(folder, "Test", "Banana 1"))[0]), os.path.join(folder, "Test",
+                                                                  "Banana 1", "zz.jpg"))
+  with pytest.raises(AssertionError, match="cache miss"):
+    data.load("fruits360", folder, image_size=24)
+
+
+def test_corrupt_cache_is_rebuilt(no_env, tmp_path, _cache_dir):
+  folder = _fruit_tree(tmp_path / "fruits360", count=1)
+  first = data.load("fruits360", folder, image_size=8)
+  (path,) = [os.path.join(_cache_dir, f) for f in os.listdir(_cache_dir)
+             if f.startswith("fruits360_8px_")]
+  with open(path, "wb") as f:
+    f.write(b"not an npz file")
+  np.testing.assert_array_equal(data.load("fruits360", folder, image_size=8).train_images,
+                                first.train_images)
+
+
+# -------------------------------------------------------------------- errors & folders
+
+
+def test_missing_idx_files(no_env, tmp_path):
+  shutil.copyfile(os.path.join(SAMPLE_MNIST, "train-images-idx3-ubyte.gz"),
+                  tmp_path / "train-images-idx3-ubyte.gz")
+  with pytest.raises(data.DataError) as err:
+    data.load("mnist", tmp_path)
+  msg = str(err.value)
+  assert "missing train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, " \
+         "t10k-labels-idx1-ubyte.gz" in msg
+  assert str(tmp_path) in msg and "\n" not in msg
+
+
+def test_empty_folder(no_env, tmp_path):
+  with pytest.raises(data.DataError, match="no mnist data in .*train-images-idx3-ubyte.gz"):
+    data.load("mnist", tmp_path)
+  with pytest.raises(data.DataError, match=r"Training/<Variety>/\*\.jpg"):
+    data.load("fruits360", tmp_path)
+
+
+def test_missing_fruit_split(no_env, tmp_path):
+  folder = _fruit_tree(tmp_path / "fruits360")
+  shutil.rmtree(os.path.join(folder, "Test"))
+  with pytest.raises(data.DataError, match="missing Test/ in .*Training/<Variety>"):
+    data.load("fruits360", folder)
+
+
+def test_no_known_varieties(no_env, tmp_path):
+  for split in data.FRUIT_SPLITS:
+    os.makedirs(tmp_path / split / "Kiwi 1")
+  with pytest.raises(data.DataError, match="no images of apple, tomato"):
+    data.load("fruits360", tmp_path)
+
+
+def test_nonexistent_folder(no_env, tmp_path):
+  with pytest.raises(data.DataError, match="does not exist"):
+    data.load("mnist", tmp_path / "nowhere")
+
+
+def test_truncated_idx_gz(no_env, tmp_path):
+  folder = _copy_mnist(tmp_path / "mnist")
+  path = os.path.join(folder, "train-images-idx3-ubyte.gz")
+  with open(path, "rb") as f:
+    raw = f.read()
+  with open(path, "wb") as f:
+    f.write(raw[:len(raw) // 2])
+  with pytest.raises(data.DataError, match=re.escape(f"{path} is truncated or corrupt")):
+    data.load("mnist", folder)
+
+
+def test_idx_payload_too_short(no_env, tmp_path):
+  folder = _copy_mnist(tmp_path / "mnist")
+  path = os.path.join(folder, "t10k-labels-idx1-ubyte.gz")
+  with gzip.open(path, "rb") as f:
+    raw = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(raw[:-5])  # Valid gzip, but 5 labels short of its header.
+  with pytest.raises(data.DataError, match=re.escape(f"{path} holds 195 data bytes")):
+    data.load("mnist", folder)
+
+
+def test_idx_wrong_magic(no_env, tmp_path):
+  folder = _copy_mnist(tmp_path / "mnist")
+  shutil.copyfile(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"),
+                  os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
+  with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz is not an IDX file "
+                     "with magic number 2051 .found 2049."):
+    data.load("mnist", folder)
+
+
+def test_uncompressed_idx_accepted(no_env, tmp_path):
+  folder = _copy_mnist(tmp_path / "mnist")
+  path = os.path.join(folder, "train-labels-idx1-ubyte.gz")
+  with gzip.open(path, "rb") as f, open(path[:-3], "wb") as out:
+    out.write(f.read())
+  os.remove(path)
+  ds = data.load("mnist", folder)
+  np.testing.assert_array_equal(ds.train_labels, data.load("mnist", "sample").train_labels)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_jpeg(no_env, tmp_path, damage):
+  folder = _fruit_tree(tmp_path / "fruits360")
+  variety = os.path.join(folder, "Training", "Banana 1")
+  path = os.path.join(variety, sorted(os.listdir(variety))[1])
+  with open(path, "rb") as f:
+    raw = f.read()
+  with open(path, "wb") as f:
+    f.write(b"this is not a jpeg" if damage == "garbage" else raw[:len(raw) // 2])
+  with pytest.raises(data.DataError, match=re.escape(f"cannot decode image {path}")):
+    data.load("fruits360", folder)
+
+
+def test_root_or_dataset_folder(no_env):
+  for name, sub in (("mnist", SAMPLE_MNIST), ("fruits360", SAMPLE_FRUITS)):
+    a, b = data.load(name, data.SAMPLE_DIR), data.load(name, sub)
+    np.testing.assert_array_equal(a.train_images, b.train_images)
+    np.testing.assert_array_equal(a.test_labels, b.test_labels)
+
+
+def test_env_var(monkeypatch, tmp_path):
+  monkeypatch.setenv(data.DATA_DIR_ENV, data.SAMPLE_DIR)
+  assert data.load("mnist").train_images.shape == (600, 28, 28, 1)
+  monkeypatch.setenv(data.DATA_DIR_ENV, SAMPLE_MNIST)
+  assert data.load("mnist").test_images.shape == (200, 28, 28, 1)
+  monkeypatch.setenv(data.DATA_DIR_ENV, "sample")
+  assert data.load("fruits360").num_classes == 10
+  # An explicit data_dir wins over the environment.
+  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+  assert data.load("mnist", data_dir="sample").train_labels.shape == (600,)
+  with pytest.raises(data.DataError, match="nowhere does not exist"):
+    data.load("mnist")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="cifar10"), "unknown data set 'cifar10'"),
+    (dict(name="fruits360", image_size=0), "image_size must be a positive integer"),
+    (dict(name="fruits360", image_size=32.0), "image_size must be a positive integer"),
+])
+def test_bad_arguments(no_env, kwargs, match):
+  with pytest.raises(data.DataError, match=match):
+    data.load(data_dir="sample", **kwargs)
+
+
+def test_dataset_is_frozen(no_env):
+  ds = data.load("mnist", "sample")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    ds.name = "other"
+  assert "train_images=(600, 28, 28, 1)" in repr(ds)
+
+
+# ------------------------------------------------------------------------ TFDS fallback
+
+
+def _fake_tfds(monkeypatch, load):
+  fake = types.ModuleType("tensorflow_datasets")
+  fake.load = load
+  fake.as_numpy = lambda tree: tree
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+
+
+def test_tfds_failure_is_one_line_data_error(monkeypatch):
+  def load(*args, **kwargs):
+    raise RuntimeError("no network\nlong traceback text")
+
+  _fake_tfds(monkeypatch, load)
+  with pytest.raises(data.DataError) as err:
+    data.load("mnist")
+  msg = str(err.value)
+  assert msg.startswith("could not download mnist with TFDS (no network); pass "
+                        "--data_dir=DIR pointing at a local copy")
+  assert "train-images-idx3-ubyte.gz" in msg and "AL_JAX_DATA_DIR" in msg
+  assert "\n" not in msg
+
+
+def test_tfds_missing_is_data_error(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Import fails.
+  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+  with pytest.raises(data.DataError, match="could not download fashion_mnist with TFDS"):
+    data.load("fashion_mnist")
+
+
+def test_tfds_arrays_are_converted(monkeypatch):
+  calls = []
+
+  def load(name, split, batch_size, as_supervised):
+    calls.append((name, split, batch_size, as_supervised))
+    x = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28, 1)
+    return [(x, np.array([0, 1, 9])), (x[:1], np.array([4]))]
+
+  _fake_tfds(monkeypatch, load)
+  ds = data.load("mnist", classes=("1", "9"))
+  assert calls == [("mnist", ["train", "test"], -1, True)]
+  assert ds.train_labels.tolist() == [0, 1] and ds.train_labels.dtype == np.int32
+  assert ds.test_images.shape == (0, 28, 28, 1)
+
+
+def test_tfds_fruits_are_resized(monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
+  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel,unused-import
+  images = np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), np.uint8)
+
+  def load(name, **kwargs):
+    assert name == "fruits360"
+    return [(images, np.array([0, 9])), (images, np.array([3, 3]))]
+
+  _fake_tfds(monkeypatch, load)
+  ds = data.load("fruits360", image_size=32)
+  assert ds.train_images.shape == (2, 32, 32, 3) and ds.class_names == data.FRUIT_CATEGORIES
+  expected = np.asarray(Image.fromarray(images[1]).resize((32, 32),
+                                                          Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(ds.train_images[1], expected)
+  assert data.load("fruits360", image_size=100).train_images.shape == (2, 100, 100, 3)
+
+
+def test_fruits360_builder(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel
+  builder_cls = fruits360_tfds.Fruits360
+  assert issubclass(builder_cls, tfds.core.GeneratorBasedBuilder)
+  assert builder_cls.name == "fruits360" and str(builder_cls.VERSION) == "1.0.0"
+  assert len(fruits360_tfds.PAPER_VARIETIES) == 52
+  assert fruits360_tfds._find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
+  builder = builder_cls(data_dir=str(tmp_path))
+  assert builder.info.features["label"].names == list(data.FRUIT_CATEGORIES)
+  assert builder.info.features["image"].shape == (100, 100, 3)
+  assert "Muresan" in builder.info.citation
+  examples = list(builder._generate_examples(os.path.join(SAMPLE_FRUITS, "Test")))
+  assert len(examples) == 10 * SAMPLE_FRUITS_TEST
+  assert len({key for key, _ in examples}) == len(examples)
+  labels = [data.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in examples]
+  assert labels == np.repeat(SAMPLE_FOLDER_LABELS, SAMPLE_FRUITS_TEST).tolist()
+  os.makedirs(tmp_path / "Test" / "Apple 6")  # A 2021 variety, not in the paper.
+  open(tmp_path / "Test" / "Apple 6" / "a.jpg", "wb").close()
+  assert not list(builder._generate_examples(str(tmp_path / "Test")))
+
+
+# ---------------------------------------------------------------------------- normalize
+
+
+def test_normalize_mnist():
+  x = np.array([0, 255, 51], np.uint8).reshape(1, 1, 3, 1)
+  y = jax.jit(lambda im: data.normalize(im, "mnist"))(x)
+  assert y.dtype == np.float32 and y.shape == (1, 1, 3, 1)
+  assert np.ravel(y)[:2].tolist() == [-1.0, 1.0]
+  np.testing.assert_allclose(np.ravel(y)[2], (51 / 255 - 0.5) / 0.5, rtol=1e-6)
+  eager = data.normalize(x, "fashion_mnist")
+  assert np.ravel(eager)[:2].tolist() == [-1.0, 1.0]
+  np.testing.assert_allclose(eager, y, rtol=1e-6)
+
+
+def test_normalize_fruits():
+  x = np.array([[255, 0, 128], [0, 255, 30]], np.uint8).reshape(2, 1, 1, 3)
+  y = jax.jit(data.normalize, static_argnames="name")(x, name="fruits360")
+  assert y.dtype == np.float32 and y.shape == (2, 1, 1, 3)
+  mean, std = np.array(data.FRUIT_MEAN), np.array(data.FRUIT_STD)
+  expected = (x.astype(np.float64) / 255 - mean) / std
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y[0, 0, 0, 0], (1 - 0.4914) / 0.2023, rtol=1e-5)
+
+
+def test_normalize_unknown():
+  with pytest.raises(data.DataError, match="unknown data set"):
+    data.normalize(np.zeros((1, 2, 2, 1), np.uint8), "svhn")
+
+
+# ---------------------------------------------------------------------------- full data
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+FRUITS_TRAIN_COUNTS = [5117, 4079, 1442, 1144, 4026, 786, 1980, 983, 1066, 1413]
+FRUITS_TEST_COUNTS = [2134, 1707, 601, 484, 1689, 329, 826, 410, 451, 597]
+
+
+@pytest.fixture(scope="module")
+def full_fruits():
+  """The full Fruits-360 copy at 32x32, decoded once (then cached) per session."""
+  if not FULL_DATA:
+    pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+  return data.load("fruits360", image_size=32)
+
+
+@full_data
+@needs_full_data
+def test_full_mnist():
+  ds = data.load("mnist")
+  assert ds.train_images.shape == (60000, 28, 28, 1)
+  assert ds.test_images.shape == (10000, 28, 28, 1)
+  assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
+  assert np.bincount(ds.test_labels).tolist() == MNIST_TEST_COUNTS
+  np.testing.assert_array_equal(ds.train_images[:600], data.load("mnist", "sample").train_images)
+  binary = data.load("mnist", classes=("0", "1"))
+  assert len(binary.train_labels) == 5923 + 6742 and len(binary.test_labels) == 980 + 1135
+
+
+@full_data
+@needs_full_data
+def test_full_fashion_mnist():
+  ds = data.load("fashion_mnist")
+  assert ds.train_images.shape == (60000, 28, 28, 1)
+  assert ds.test_images.shape == (10000, 28, 28, 1)
+  assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+  assert np.bincount(ds.test_labels).tolist() == [1000] * 10
+  assert ds.class_names[9] == "ankle boot"
+
+
+@full_data
+@needs_full_data
+def test_full_fruits360(full_fruits):
+  ds = full_fruits
+  assert ds.train_images.shape == (22036, 32, 32, 3)
+  assert ds.test_images.shape == (9228, 32, 32, 3)
+  assert np.bincount(ds.train_labels).tolist() == FRUITS_TRAIN_COUNTS
+  assert np.bincount(ds.test_labels).tolist() == FRUITS_TEST_COUNTS
+  assert ds.train_images.dtype == np.uint8
+
+
+@full_data
+@needs_full_data
+def test_full_fruits360_cached_subset(full_fruits, monkeypatch):
+  def no_decode(*args):
+    raise AssertionError("cache miss")
+
+  monkeypatch.setattr(data, "_decode_many", no_decode)
+  again = data.load("fruits360", image_size=32)
+  np.testing.assert_array_equal(again.train_images, full_fruits.train_images)
+  np.testing.assert_array_equal(again.test_labels, full_fruits.test_labels)
+  binary = data.load("fruits360", classes=("apple", "banana"))
+  assert np.bincount(binary.train_labels).tolist() == [5117, 1144]
+  assert np.bincount(binary.test_labels).tolist() == [2134, 484]
