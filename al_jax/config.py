@@ -120,3 +120,13 @@ class Config:
     if fields.get("classes") is not None:
       fields["classes"] = tuple(fields["classes"])
     return cls(**fields)
+
+
+def rounds_for_budget(budget: int, initial_size: int, query_size: int) -> int:
+  """Rounds of a pool run that ends with `budget` labels: 1 + (budget - initial) // query."""
+  if budget < initial_size:
+    raise ConfigError(f"--budget={budget} is below --initial_size={initial_size}; "
+                      "raise --budget or lower --initial_size")
+  if query_size <= 0:
+    raise ConfigError(f"--query_size must be a positive integer, got {query_size}")
+  return 1 + (budget - initial_size) // query_size

@@ -138,7 +138,8 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   image_shape = tuple(data.pool["images"].shape[1:])
-  protocol = protocols.make_protocol(config, len(data.class_names), image_shape, data.num_pool)
+  protocol = protocols.make_protocol(protocols.shared_config(config), len(data.class_names),
+                                      image_shape, data.num_pool)
   seed_key = jax.random.key(config.seed)
   if config.protocol == "pool":
     labeled = protocols.initial_labeled(np.asarray(data.pool["labels"]),
@@ -192,12 +193,14 @@ def _one_round(protocol, config: Config, carry: dict, r: int, seed_key: jax.Arra
     (carry, train_metrics), train_s = _timed(protocol.train, carry, r, seed_key, data.pool)
     selected, select_s = np.zeros((0,), int), 0.0
     if r + 1 < config.rounds:
-      (carry, selected), select_s = _timed(protocol.select, carry, r, seed_key, data.pool)
+      (carry, selected), select_s = _timed(protocol.select, carry, r, seed_key, data.pool,
+                                             config.metric)
       selected = np.asarray(selected)
       selected = selected[selected < data.num_pool]
     epoch = (r + 1) * config.epochs_per_round
   else:
-    chosen, select_s = _timed(protocol.select, carry, r, seed_key, data.pool)
+    chosen, select_s = _timed(protocol.select, carry, r, seed_key, data.pool,
+                                             config.metric)
     (carry, train_metrics), train_s = _timed(protocol.train, carry, r, seed_key, data.pool,
                                              chosen)
     selected = np.asarray(chosen).reshape(-1)
@@ -215,3 +218,63 @@ def _one_round(protocol, config: Config, carry: dict, r: int, seed_key: jax.Arra
             "selected": selected.tolist()}
   record.update({k: _json_value(v) for k, v in {**train_metrics, **test_metrics}.items()})
   return record, carry
+
+
+def run_dir(workdir: str, metric: str, seed: int, single: bool) -> str:
+  """Where one run of a grid writes: workdir itself for a single run."""
+  return workdir if single else os.path.join(workdir, metric, f"seed_{seed}")
+
+
+def run_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ...],
+             workdir: str, *, overwrite: bool = False, plot: bool = True) -> dict:
+  """Runs every (metric, seed), one after another, sharing the loaded data.
+
+  Each run resumes from its own checkpoints; a summary over seeds goes to
+  workdir/summary.json and, when `plot`, PNG figures to workdir/.
+  """
+  config = config.with_defaults()
+  for metric in metric_names:
+    dataclasses.replace(config, metric=metric).validate()
+  single = len(metric_names) == 1 and len(seeds) == 1
+  data = prepare_data(config)
+  config.check_budget(data.num_pool)
+  runs = {}
+  for metric in metric_names:
+    for seed in seeds:
+      one = dataclasses.replace(config, metric=metric, seed=seed)
+      runs[(metric, seed)] = run(one, run_dir(workdir, metric, seed, single),
+                                 overwrite=overwrite, data=data)
+  summary = summarize(runs)
+  _write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1) + "\n")
+  if plot:
+    from al_jax import plotting  # matplotlib only when plotting
+    plotting.plot_all({m: [runs[(m, s)] for s in seeds] for m in metric_names}, workdir,
+                      title=describe(config))
+  return summary
+
+
+def describe(config: Config) -> str:
+  """A short human title, e.g. "mnist 0 vs 1, pool protocol"."""
+  classes = " vs ".join(config.classes) if config.classes else f"all classes"
+  return f"{config.dataset} ({classes}), {config.protocol} protocol"
+
+
+def summarize(runs: dict[tuple[str, int], list[dict]]) -> dict:
+  """Mean and std over seeds of test accuracy per round, per metric."""
+  by_metric: dict[str, list[list[dict]]] = {}
+  for (metric, _), records in runs.items():
+    by_metric.setdefault(metric, []).append(records)
+  summary = {}
+  for metric, seed_runs in by_metric.items():
+    length = min(len(r) for r in seed_runs)
+    acc = np.array([[r[i]["test_accuracy"] for i in range(length)] for r in seed_runs])
+    summary[metric] = {
+        "seeds": len(seed_runs),
+        "num_labeled": [seed_runs[0][i]["num_labeled"] for i in range(length)],
+        "epoch": [seed_runs[0][i]["epoch"] for i in range(length)],
+        "test_accuracy_mean": acc.mean(0).tolist(),
+        "test_accuracy_std": acc.std(0).tolist(),
+        "train_s": float(sum(x["train_s"] for r in seed_runs for x in r)),
+        "select_s": float(sum(x["select_s"] for r in seed_runs for x in r)),
+    }
+  return summary

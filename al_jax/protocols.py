@@ -10,6 +10,7 @@ A carry is `{"train_state": TrainState, "labeled": [N] bool}`. Every function he
 jitted once per configuration and called with the same shapes every round.
 """
 
+import dataclasses
 import functools
 import jax
 import jax.numpy as jnp
@@ -100,10 +101,10 @@ class PoolProtocol(Protocol):
     labeled = carry["labeled"].at[selected].set(True, mode="drop")
     return {**carry, "labeled": labeled}, selected
 
-  def select(self, carry: dict, round_index: int, seed_key: jax.Array, pool: dict) -> tuple:
-    """Moves the `query_size` most informative pool images to the labeled set."""
-    return self.query(carry, pool["images"], pool["valid"],
-                      jnp.int32(metrics.index(self.config.metric)),
+  def select(self, carry: dict, round_index: int, seed_key: jax.Array, pool: dict,
+             metric: str) -> tuple:
+    """Moves the `query_size` images most informative by `metric` to the labeled set."""
+    return self.query(carry, pool["images"], pool["valid"], jnp.int32(metrics.index(metric)),
                       stream_key(seed_key, QUERY, round_index))
 
 
@@ -164,10 +165,10 @@ class ReselectProtocol(Protocol):
                      "train_accuracy": acc_sum / chosen.shape[0]}
     return {"train_state": state, "labeled": labeled}, train_metrics
 
-  def select(self, carry: dict, epoch: int, seed_key: jax.Array, pool: dict) -> jax.Array:
-    """Rescores the whole set; image indices [select_batches, batch_size] to train on."""
-    return self.choose(carry, pool["images"], pool["valid"],
-                       jnp.int32(metrics.index(self.config.metric)),
+  def select(self, carry: dict, epoch: int, seed_key: jax.Array, pool: dict,
+             metric: str) -> jax.Array:
+    """Rescores the whole set by `metric`; image indices [select_batches, batch_size]."""
+    return self.choose(carry, pool["images"], pool["valid"], jnp.int32(metrics.index(metric)),
                        stream_key(seed_key, QUERY, epoch))
 
   def train(self, carry: dict, epoch: int, seed_key: jax.Array, pool: dict,
@@ -177,8 +178,17 @@ class ReselectProtocol(Protocol):
                              stream_key(seed_key, TRAIN, epoch))
 
 
+@functools.lru_cache(maxsize=8)
 def make_protocol(config: Config, num_classes: int, image_shape: tuple[int, ...],
                   num_valid: int) -> Protocol:
+  """The compiled functions for `config`; runs that differ only in metric and seed share
+  them (the metric is a traced index, the seed enters through keys), so a grid of runs
+  compiles once. Call as make_protocol(shared_config(config), ...)."""
   if config.protocol == "pool":
     return PoolProtocol(config, num_classes, image_shape)
   return ReselectProtocol(config, num_classes, image_shape, num_valid)
+
+
+def shared_config(config: Config) -> Config:
+  """`config` with the fields that do not change compiled code (metric, seed) reset."""
+  return dataclasses.replace(config, metric="entropy", seed=0, data_dir=None)

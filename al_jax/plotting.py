@@ -1,0 +1,85 @@
+"""PNG figures of a comparison: accuracy curves with a +-1 std band, loss, per-class accuracy.
+
+Input everywhere: `runs = {metric: [records of seed 0, records of seed 1, ...]}` where
+records are the dicts of results.jsonl. The x axis is the number of labeled images
+(pool protocol) or the epoch (reselect protocol).
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"least_confidence": "tab:blue", "smallest_margin": "tab:orange",
+          "largest_margin": "tab:green", "entropy": "tab:red", "random": "tab:gray"}
+
+
+def _x(records: list[dict]) -> tuple[np.ndarray, str]:
+  if records[0]["protocol"] == "pool":
+    return np.array([r["num_labeled"] for r in records]), "labeled images"
+  return np.array([r["epoch"] for r in records]), "epoch"
+
+
+def _stack(seed_runs: list[list[dict]], key: str) -> np.ndarray:
+  """[seeds, rounds] (or [seeds, rounds, C]) of `key`, cut to the shortest run."""
+  length = min(len(r) for r in seed_runs)
+  return np.array([[np.nan if rec[key] is None else rec[key] for rec in r[:length]]
+                   for r in seed_runs], dtype=float)
+
+
+def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title: str,
+                path: str) -> None:
+  """One line per metric: mean over seeds of `key`, with a band of one std."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for metric, seed_runs in runs.items():
+    values = _stack(seed_runs, key)
+    x, xlabel = _x(seed_runs[0][:values.shape[1]])
+    mean, std = values.mean(0), values.std(0)
+    ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=COLORS.get(metric))
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=COLORS.get(metric))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_per_class(runs: dict[str, list[list[dict]]], title: str, path: str) -> None:
+  """One panel per metric: test accuracy of every class (mean over seeds)."""
+  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4), squeeze=False,
+                           sharey=True)
+  for ax, (metric, seed_runs) in zip(axes[0], runs.items()):
+    per_class = _stack(seed_runs, "per_class_accuracy").mean(0)  # [rounds, C]
+    x, xlabel = _x(seed_runs[0][:per_class.shape[0]])
+    names = seed_runs[0][0].get("classes") or [str(c) for c in range(per_class.shape[1])]
+    cmap = plt.get_cmap("tab10")
+    for c in range(per_class.shape[1]):
+      ax.plot(x, per_class[:, c], label=str(names[c]), color=cmap(c % 10))
+    ax.set_title(metric)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("per-class test accuracy")
+  axes[0][-1].legend(fontsize=7, loc="lower right")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_all(runs: dict[str, list[list[dict]]], outdir: str, title: str) -> list[str]:
+  """Writes test_accuracy.png, train_accuracy.png, train_loss.png, per_class.png."""
+  os.makedirs(outdir, exist_ok=True)
+  paths = []
+  for key, ylabel in [("test_accuracy", "test accuracy"), ("train_accuracy", "train accuracy"),
+                      ("train_loss", "training loss")]:
+    paths.append(os.path.join(outdir, f"{key}.png"))
+    plot_curves(runs, key, ylabel, title, paths[-1])
+  paths.append(os.path.join(outdir, "per_class.png"))
+  plot_per_class(runs, title, paths[-1])
+  return paths
