@@ -134,9 +134,9 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   that many new rounds, as an interruption would (for tests).
   """
   config = config.with_defaults().validate()
-  check_workdir(config, workdir, overwrite)
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
+  check_workdir(config, workdir, overwrite)
   image_shape = tuple(data.pool["images"].shape[1:])
   protocol = protocols.make_protocol(protocols.shared_config(config), len(data.class_names),
                                       image_shape, data.num_pool)

@@ -1,0 +1,114 @@
+"""Models, the hand-written convolution gradient, training and evaluation steps."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from al_jax import models, training
+
+
+def _state(dataset="mnist", num_classes=10, image_shape=(28, 28, 1), lr=0.01, wd=0.0):
+  model = models.create_model(dataset, num_classes)
+  tx = training.make_optimizer(lr, 0.9, wd)
+  return training.create_train_state(model, jax.random.key(0), image_shape, tx, dataset)
+
+
+def _images(n, shape=(28, 28, 1), seed=1):
+  return jax.random.randint(jax.random.key(seed), (n, *shape), 0, 256).astype(jnp.uint8)
+
+
+@pytest.mark.parametrize("dataset,shape,classes", [("mnist", (28, 28, 1), 10),
+                                                   ("mnist", (28, 28, 1), 2),
+                                                   ("fruits360", (32, 32, 3), 10),
+                                                   ("fruits360", (32, 32, 3), 2)])
+def test_model_shapes_and_parameter_counts(dataset, shape, classes):
+  state = _state(dataset, classes, shape)
+  logits = state.logits(_images(3, shape))
+  chex.assert_shape(logits, (3, classes))
+  count = sum(x.size for x in jax.tree.leaves(state.params))
+  if dataset == "mnist":  # convs, batch norms (scale, bias), dense 9216 -> 128, head
+    assert count == 320 + 18496 + 2 * (32 + 64) + (9216 * 128 + 128) + 129 * classes
+  else:  # Net3: convs, batch norms, dense 16*8*8 -> 100 -> 30, head
+    assert count == (784 + 8855 + 5056 + 2 * (28 + 35 + 16 + 30) + (1024 * 100 + 100)
+                     + (100 * 30 + 30) + 31 * classes)
+
+
+def test_conv2d_gradient_equals_xla():
+  x = jax.random.normal(jax.random.key(0), (4, 9, 8, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+  dy = jax.random.normal(jax.random.key(2), (4, 7, 6, 5))
+  xla = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(models.conv2d(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+  ours = jax.vjp(models.conv2d, x, kernel)[1](dy)
+  theirs = jax.vjp(xla, x, kernel)[1](dy)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_equals_flax():
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 3))
+  np.testing.assert_array_equal(models.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+
+
+def test_train_step_learns_a_fixed_batch():
+  state = _state()
+  batch = {"image": _images(32), "label": jnp.arange(32) % 10}
+  step = jax.jit(training.train_step)
+  first = None
+  for i in range(30):
+    state, m = step(state, batch, jax.random.key(i))
+    first = m["loss"] if first is None else first
+  assert int(state.step) == 30
+  assert float(m["loss"]) < 0.3 * float(first)
+  assert float(training.eval_step(state, batch)["correct"]) >= 28
+
+
+def test_classification_metrics_by_hand():
+  logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0], [9.0, 0.0]])
+  labels = jnp.array([0, 0, 1, 1])
+  mask = jnp.array([True, True, True, False])
+  m = training.classification_metrics(logits, labels, mask)
+  assert float(m["count"]) == 3 and float(m["correct"]) == 1
+  np.testing.assert_array_equal(m["class_correct"], [1, 0])
+  np.testing.assert_array_equal(m["class_count"], [2, 1])
+  expected = np.log1p(np.exp(-2)) + np.log1p(np.exp(2)) + np.log1p(np.exp(3))
+  np.testing.assert_allclose(m["loss_sum"], expected, rtol=1e-6)
+
+
+def test_evaluate_padding_equals_subsetting():
+  state = _state()
+  images, labels = _images(37), jnp.arange(37) % 10
+  whole = training.evaluate(state, images, labels, batch_size=37)
+  chunked = training.evaluate(state, images, labels, batch_size=10)  # 4 chunks, 3 padded
+  for key in whole:
+    np.testing.assert_allclose(whole[key], chunked[key], rtol=1e-5)
+  logits = state.logits(images)
+  np.testing.assert_allclose(whole["test_accuracy"],
+                             np.mean(np.argmax(logits, -1) == np.asarray(labels)), rtol=1e-6)
+
+
+def test_fit_uses_only_the_labeled_images():
+  """Changing unlabeled images and labels must not change the trained model."""
+  images, labels = _images(300), jnp.arange(300) % 10
+  mask = jnp.arange(300) % 3 == 0
+  fit = jax.jit(functools.partial(training.fit, epochs=2, batch_size=64))
+  a, ma = fit(_state(), images, labels, mask, jax.random.key(7))
+  noisy_images = jnp.where(mask[:, None, None, None], images, 255 - images)
+  noisy_labels = jnp.where(mask, labels, 9 - labels)
+  b, mb = fit(_state(), noisy_images, noisy_labels, mask, jax.random.key(7))
+  chex.assert_trees_all_equal(a.params, b.params)
+  chex.assert_trees_all_equal(ma, mb)
+  assert int(a.step) == 2 * 2  # 100 labeled, batch 64: 2 steps per epoch
+
+
+def test_labeled_order_puts_a_permutation_of_the_labeled_first():
+  mask = jnp.array([True, False, True, True, False, True])
+  order = np.asarray(training.labeled_order(mask, jax.random.key(0)))
+  assert sorted(order[:4]) == [0, 2, 3, 5] and sorted(order[4:]) == [1, 4]
