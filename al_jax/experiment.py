@@ -226,11 +226,14 @@ def run_dir(workdir: str, metric: str, seed: int, single: bool) -> str:
 
 
 def run_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ...],
-             workdir: str, *, overwrite: bool = False, plot: bool = True) -> dict:
-  """Runs every (metric, seed), one after another, sharing the loaded data.
+             workdir: str, *, overwrite: bool = False, plot: bool = True,
+             vmap_runs: str = "auto") -> dict:
+  """Runs every (metric, seed), sharing the loaded data and the compiled functions.
 
-  Each run resumes from its own checkpoints; a summary over seeds goes to
-  workdir/summary.json and, when `plot`, PNG figures to workdir/.
+  vmap_runs: "true" runs a pool grid as one vmapped program (`al_jax.grid`), "false"
+  one run after another (each resuming from its own checkpoints), "auto" vmaps on
+  accelerators only. A summary over seeds goes to workdir/summary.json and, when
+  `plot`, PNG figures to workdir/.
   """
   config = config.with_defaults()
   for metric in metric_names:
@@ -238,12 +241,18 @@ def run_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ..
   single = len(metric_names) == 1 and len(seeds) == 1
   data = prepare_data(config)
   config.check_budget(data.num_pool)
-  runs = {}
-  for metric in metric_names:
-    for seed in seeds:
-      one = dataclasses.replace(config, metric=metric, seed=seed)
-      runs[(metric, seed)] = run(one, run_dir(workdir, metric, seed, single),
-                                 overwrite=overwrite, data=data)
+  use_vmap = {"true": True, "false": False}.get(vmap_runs, jax.default_backend() != "cpu")
+  if use_vmap and config.protocol == "pool" and not single:
+    from al_jax import grid  # the stacked-runs program
+    runs = grid.run_pool_grid(config, metric_names, seeds, workdir, overwrite=overwrite,
+                              data=data)
+  else:
+    runs = {}
+    for metric in metric_names:
+      for seed in seeds:
+        one = dataclasses.replace(config, metric=metric, seed=seed)
+        runs[(metric, seed)] = run(one, run_dir(workdir, metric, seed, single),
+                                   overwrite=overwrite, data=data)
   summary = summarize(runs)
   _write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1) + "\n")
   if plot:

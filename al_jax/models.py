@@ -12,8 +12,35 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+@jax.custom_batching.custom_vmap
 def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
+
+
+@_conv_valid.def_vmap
+def _conv_valid_vmap(axis_size, in_batched, x, kernel):
+  """Batching over stacked runs (al_jax.grid). Shared filters: the runs fold into the
+  batch axis. On accelerators a shared input is one convolution with every run's
+  filters side by side, and batched inputs and filters one grouped convolution; on CPU,
+  where XLA's grouped convolution is slow, each run gets one ordinary convolution."""
+  x_batched, kernel_batched = in_batched
+  if not kernel_batched:  # runs share the filters: fold the runs into the batch axis
+    out = _conv_valid(x.reshape(-1, *x.shape[2:]), kernel)
+    return out.reshape(axis_size, -1, *out.shape[1:]), True
+  on_cpu = jax.default_backend() == "cpu"
+  if not x_batched and not on_cpu:  # runs share the input: the runs' filters side by side
+    kh, kw, cin, cout = kernel.shape[1:]
+    stacked = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, axis_size * cout)
+    out = _conv_valid(x, stacked).reshape(*x.shape[:1], -1, x.shape[2] - kw + 1,
+                                          axis_size, cout)
+    return jnp.moveaxis(out, 3, 0), True
+  if not on_cpu:  # accelerators: one grouped convolution
+    return jax.vmap(lambda a, b: lax.conv_general_dilated(
+        a, b, (1, 1), "VALID", dimension_numbers=_NHWC))(x, kernel), True
+  # CPU: one plain convolution per run (the stacked layout keeps every operand row-major;
+  # a transposed operand sends XLA:CPU to a much slower convolution).
+  inputs = [x if not x_batched else x[i] for i in range(axis_size)]
+  return jnp.stack([_conv_valid(inputs[i], kernel[i]) for i in range(axis_size)]), True
 
 
 @jax.custom_vjp

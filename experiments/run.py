@@ -54,6 +54,10 @@ flags.DEFINE_integer("chunk_size", 1000, "Pool images scored per compiled chunk.
 flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<protocol>).")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir and start afresh.")
 flags.DEFINE_bool("plot", True, "Write PNG figures after the runs.")
+flags.DEFINE_enum("vmap_runs", "auto", ["auto", "true", "false"],
+                  "pool: train and score all (metric, seed) runs together as one vmapped "
+                  "program. auto = on GPU/TPU, off on CPU (where XLA runs the stacked "
+                  "convolutions slower than one run after another; docs/BENCHMARKS.md).")
 
 
 def main(argv):
@@ -81,7 +85,8 @@ def main(argv):
     raise config_lib.ConfigError(f"--seeds must be a positive integer, got {FLAGS.seeds}")
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
   summary = experiment.run_grid(config, metric_names, seeds, workdir,
-                                overwrite=FLAGS.overwrite, plot=FLAGS.plot)
+                                overwrite=FLAGS.overwrite, plot=FLAGS.plot,
+                                vmap_runs=FLAGS.vmap_runs)
   for metric, s in summary.items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])
