@@ -78,11 +78,12 @@ def chunk_top_k(state: TrainState, images: jax.Array, available: jax.Array, star
 
 
 def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
-                metric_index: jax.Array, key: jax.Array, *, k: int, chunk_size: int
-                ) -> tuple[jax.Array, jax.Array]:
+                metric_index: jax.Array, key: jax.Array, *, k: int, chunk_size: int,
+                offset: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
   """The k most informative available pool images, by a running top-k over chunks.
 
-  images: [N, H, W, C] uint8 with N % chunk_size == 0; available: [N] bool.
+  images: [N, H, W, C] uint8 with N % chunk_size == 0; available: [N] bool; `offset`
+  is the pool index of images[0] (for a shard of a larger pool).
   Returns (scores [k] float32, indices [k] int32), best first; if fewer than k images
   are available the tail has score -inf.
   """
@@ -92,6 +93,32 @@ def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
     start = i * chunk_size
     chunk = lax.dynamic_slice_in_dim(images, start, chunk_size)
     mask = lax.dynamic_slice_in_dim(available, start, chunk_size)
-    return chunk_top_k(state, chunk, mask, start, metric_index, key, best)
+    return chunk_top_k(state, chunk, mask, offset + start, metric_index, key, best)
 
   return lax.fori_loop(0, num_chunks, body, empty_top_k(k))
+
+
+def stream_top_k(state: TrainState, chunks, metric_index: int, key: jax.Array, *, k: int
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Running top-k over a pool streamed from the host, for pools larger than memory.
+
+  chunks: an iterable of (images [B, H, W, C] uint8, available [B] bool), all of the
+  same B, in pool order. Device memory holds one or two chunks whatever the pool size;
+  dispatch is asynchronous, so copying chunk i + 1 overlaps scoring chunk i.
+  """
+  step = _jitted_chunk_top_k()
+  best = empty_top_k(k)
+  start = 0
+  for images, available in chunks:
+    best = step(state, images, available, jnp.int32(start), jnp.int32(metric_index), key, best)
+    start += images.shape[0]
+  return best
+
+
+_CHUNK_TOP_K = []
+
+
+def _jitted_chunk_top_k():
+  if not _CHUNK_TOP_K:
+    _CHUNK_TOP_K.append(jax.jit(chunk_top_k, donate_argnums=6))
+  return _CHUNK_TOP_K[0]

@@ -108,13 +108,15 @@ def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
-        key: jax.Array, *, epochs: int, batch_size: int) -> tuple[TrainState, dict]:
+        key: jax.Array, *, epochs: int, batch_size: int,
+        batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True.
 
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
-  the compiled loop serves every labeled-set size. Returns the state and the mean
-  train loss / accuracy over the last epoch.
+  the compiled loop serves every labeled-set size. `batch_sharding` (see
+  al_jax.sharding) splits every batch over devices for data-parallel training. Returns
+  the state and the mean train loss / accuracy over the last epoch.
   """
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
   steps = (num_labeled + batch_size - 1) // batch_size
@@ -129,8 +131,10 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       state, sums = carry
       positions = (i * batch_size + jnp.arange(batch_size)) % num_labeled
       idx = order[positions]
-      state, m = train_step(state, {"image": images[idx], "label": labels[idx]},
-                            jax.random.fold_in(step_key, i))
+      batch = {"image": images[idx], "label": labels[idx]}
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
       return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])
 
     state, sums = lax.fori_loop(0, steps, step, (state, (zero, zero)))
