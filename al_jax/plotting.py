@@ -83,3 +83,18 @@ def plot_all(runs: dict[str, list[list[dict]]], outdir: str, title: str) -> list
   paths.append(os.path.join(outdir, "per_class.png"))
   plot_per_class(runs, title, paths[-1])
   return paths
+
+
+def collect_runs(workdirs: list[str]) -> dict[str, list[list[dict]]]:
+  """{metric: [records per seed]} from every results.jsonl under `workdirs`."""
+  import json
+  runs: dict[str, list[list[dict]]] = {}
+  for workdir in workdirs:
+    for folder, _, files in sorted(os.walk(workdir)):
+      if "results.jsonl" in files:
+        with open(os.path.join(folder, "results.jsonl")) as f:
+          records = [json.loads(line) for line in f if line.strip()]
+        if records:
+          runs.setdefault(records[0]["metric"], []).append(records)
+  order = list(COLORS)
+  return dict(sorted(runs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))

@@ -1,0 +1,166 @@
+"""Throughput figures for `experiments/benchmark.py`: training, pool scoring, one round.
+
+Everything runs on synthetic uint8 images of the data set's shape (speed does not
+depend on pixel values). Times exclude compilation (measured separately, ahead of
+time) and are the median of `repeats` runs after a warm-up call.
+"""
+
+import functools
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from al_jax import config as config_lib
+from al_jax import models, scoring, training
+
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "fruits360": (32, 32, 3)}
+
+
+def _median_time(fn, *args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))  # warm-up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def _compile_time(jitted, *args) -> tuple[float, object]:
+  t = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return time.perf_counter() - t, compiled
+
+
+def _flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+  except Exception:  # not every backend reports costs
+    return None
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+  """FLOP/s of one large matrix product, the practical peak of this device."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  mm = jax.jit(lambda a: a @ a)
+  return 2 * n**3 / _median_time(mm, a, repeats=repeats)
+
+
+def peak_memory() -> tuple[int, str]:
+  """(bytes, source): device peak where the backend reports it, else process peak RSS."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+
+
+def benchmark(dataset: str = "mnist", *, repeats: int = 5, pool_size: int = 20000,
+              chunk_size: int = 1000, labeled: int = 1280, dtype: str = "float32",
+              train_epochs: int = 1) -> dict:
+  """One JSON-able dict of figures for `dataset`'s model on the default device."""
+  defaults = config_lib.DATASET_DEFAULTS[dataset]
+  batch_size = defaults["batch_size"]
+  shape = IMAGE_SHAPES[dataset]
+  model = models.create_model(dataset, 10, dtype=jnp.dtype(dtype))
+  tx = training.make_optimizer(defaults["learning_rate"], defaults["momentum"],
+                               defaults["weight_decay"])
+  state = training.create_train_state(model, jax.random.key(0), shape, tx, dataset)
+  pool_size = -(-pool_size // chunk_size) * chunk_size
+  images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
+  labels = jax.random.randint(jax.random.key(2), (pool_size,), 0, 10)
+  mask = jnp.arange(pool_size) < labeled
+  key = jax.random.key(3)
+
+  fit = jax.jit(functools.partial(training.fit, epochs=train_epochs, batch_size=batch_size))
+  query = jax.jit(functools.partial(scoring.query_top_k, k=100, chunk_size=chunk_size))
+  evaluate = jax.jit(functools.partial(training.evaluate, batch_size=chunk_size))
+  step = jax.jit(training.train_step)
+  forward = jax.jit(lambda s, x: s.logits(x))
+  batch = {"image": images[:batch_size], "label": labels[:batch_size]}
+  test_images, test_labels = images[:2000], labels[:2000]
+
+  compile_s = {}
+  compile_s["fit"], _ = _compile_time(fit, state, images, labels, mask, key)
+  compile_s["query"], _ = _compile_time(query, state, images, ~mask, 3, key)
+  compile_s["evaluate"], _ = _compile_time(evaluate, state, test_images, test_labels)
+  _, step_compiled = _compile_time(step, state, batch, key)
+  _, forward_compiled = _compile_time(forward, state, images[:chunk_size])
+
+  steps = train_epochs * -(-labeled // batch_size)
+  train_s = _median_time(fit, state, images, labels, mask, key, repeats=repeats)
+  score_s = _median_time(query, state, images, ~mask, 3, key, repeats=repeats)
+
+  def one_round(state):
+    small_mask = jnp.arange(pool_size) < 500
+    trained, _ = fit(state, images, labels, small_mask, key)
+    evaluate(trained, test_images, test_labels)
+    return query(trained, images, ~small_mask, 3, key)
+
+  round_s = _median_time(one_round, state, repeats=max(1, repeats // 2))
+  train_flops = _flops(step_compiled)
+  forward_flops = _flops(forward_compiled)
+  train_ips = steps * batch_size / train_s
+  score_ips = pool_size / score_s
+  memory, memory_source = peak_memory()
+  peak = matmul_flops_per_s(dtype=jnp.dtype(dtype))
+  result = {
+      "dataset": dataset, "backend": jax.default_backend(),
+      "device": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+      "dtype": dtype, "jax_version": jax.__version__,
+      "train_batch": batch_size, "train_images_per_s": train_ips,
+      "score_chunk": chunk_size, "score_pool": pool_size, "score_images_per_s": score_ips,
+      "compile_s": sum(compile_s.values()), "compile_s_by_function": compile_s,
+      "round_s": round_s,
+      "round_config": {"labeled": 500, "epochs": train_epochs, "pool": pool_size,
+                       "test": 2000},
+      "peak_memory_bytes": memory, "peak_memory_source": memory_source,
+      "matmul_flops_per_s": peak, "repeats": repeats,
+  }
+  if train_flops and forward_flops:
+    result.update({
+        "forward_flops_per_image": forward_flops / chunk_size,
+        "train_flops_per_image": train_flops / batch_size,
+        "train_flops_per_s": train_flops / batch_size * train_ips,
+        "score_flops_per_s": forward_flops / chunk_size * score_ips,
+    })
+    result["train_fraction_of_matmul"] = result["train_flops_per_s"] / peak
+    result["score_fraction_of_matmul"] = result["score_flops_per_s"] / peak
+  return result
+
+
+def repeated_pool(source: np.ndarray, size: int, chunk_size: int):
+  """Chunks of a pool of `size` images made by repeating `source` [M, H, W, C] (host)."""
+  m = source.shape[0]
+  for start in range(0, size, chunk_size):
+    idx = (np.arange(start, start + chunk_size)) % m
+    yield source[idx], np.arange(start, start + chunk_size) < size
+
+
+def scale(dataset: str, size: int, *, chunk_size: int = 2000, k: int = 100) -> dict:
+  """Streams a pool of `size` images from the host through the running top-k."""
+  shape = IMAGE_SHAPES[dataset]
+  defaults = config_lib.DATASET_DEFAULTS[dataset]
+  model = models.create_model(dataset, 10)
+  tx = training.make_optimizer(defaults["learning_rate"], defaults["momentum"], 0.0)
+  state = training.create_train_state(model, jax.random.key(0), shape, tx, dataset)
+  source = np.random.default_rng(0).integers(0, 256, (60000, *shape), dtype=np.uint8)
+  key = jax.random.key(1)
+  # Warm-up (compile) on one chunk.
+  jax.block_until_ready(scoring.stream_top_k(
+      state, repeated_pool(source, chunk_size, chunk_size), 3, key, k=k))
+  t = time.perf_counter()
+  scores, indices = scoring.stream_top_k(state, repeated_pool(source, size, chunk_size), 3,
+                                         key, k=k)
+  jax.block_until_ready(indices)
+  elapsed = time.perf_counter() - t
+  memory, memory_source = peak_memory()
+  return {"dataset": dataset, "pool_size": size, "chunk_size": chunk_size, "seconds": elapsed,
+          "images_per_s": size / elapsed, "peak_memory_bytes": memory,
+          "peak_memory_source": memory_source, "backend": jax.default_backend(),
+          "top_score": float(scores[0])}
