@@ -181,3 +181,37 @@ def test_bad_input_gets_one_clear_line(tmp_path, flags, message):
   errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
   assert len(errors) == 1 and message in errors[0], out.stderr[-1500:]
   assert not (tmp_path / "w" / "results.jsonl").exists()
+
+
+def test_initial_sets_random_and_class_balanced():
+  labels = np.repeat(np.arange(4), 25)
+  valid = np.ones(100, bool)
+  valid[:5] = False  # padding / unusable
+  key = jax.random.key(0)
+  plain = protocols.initial_labeled(labels, valid, 10, key, class_balanced=False)
+  assert plain.sum() == 10 and not plain[:5].any()
+  balanced = protocols.initial_labeled(labels, valid, 10, key, class_balanced=True)
+  assert balanced.sum() == 10 and not balanced[:5].any()
+  assert np.bincount(labels[balanced], minlength=4).tolist() == [3, 3, 2, 2]
+  assert np.array_equal(plain, protocols.initial_labeled(labels, valid, 10, key, False))
+
+
+def test_budget_sets_rounds():
+  from al_jax.config import rounds_for_budget
+  assert rounds_for_budget(500, 100, 100) == 5
+  assert rounds_for_budget(100, 100, 100) == 1
+  with pytest.raises(ConfigError, match="below --initial_size"):
+    rounds_for_budget(99, 100, 100)
+
+
+def test_grid_writes_summary_and_figures(tmp_path):
+  summary = experiment.run_grid(SMALL, ("least_confidence", "random"), (0, 1), str(tmp_path),
+                                vmap_runs="false")
+  assert set(summary) == {"least_confidence", "random"}
+  assert summary["random"]["num_labeled"] == [20, 40, 60]
+  accs = [experiment.read_results(str(tmp_path / "random" / f"seed_{s}"))[-1]["test_accuracy"]
+          for s in (0, 1)]
+  np.testing.assert_allclose(summary["random"]["test_accuracy_mean"][-1], np.mean(accs))
+  assert json.loads((tmp_path / "summary.json").read_text()) == summary
+  for name in ("test_accuracy.png", "train_loss.png", "per_class.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
