@@ -422,7 +422,8 @@ def _load_tfds(name: str, image_size: int) -> Dataset:
                        as_supervised=True)
     (train_x, train_y), (test_x, test_y) = tfds.as_numpy(splits)
   except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"could not download {name} with TFDS ({_one_line(e)}); pass "
+    raise DataError(f"could not download {name} with TFDS ({_one_line(e)}; TFDS needs "
+                    "network and TensorFlow: pip install 'al_jax[tfds]'); or pass "
                     "--data_dir=DIR pointing at a local copy "
                     f"({_expected_files(name)}) or set {DATA_DIR_ENV}") from e
   train_x, test_x = np.asarray(train_x, np.uint8), np.asarray(test_x, np.uint8)

@@ -7,15 +7,21 @@ Figures: train_images_per_s (fit at the training batch size), score_images_per_s
 scoring: probabilities, metric and running top-k), compile_s, round_s (one small pool
 round), peak_memory_bytes, and achieved FLOP/s against a large matmul's. --scale streams
 pools of the given sizes from the host, each in a fresh process (its own peak memory).
+--grid=DATA_DIR times the paper's 15-run comparison run three ways.
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
 
+import jax
 from absl import app, flags
 
-from al_jax import benchmarking
+from al_jax import benchmarking, experiment, metrics
+
+RUN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", list(benchmarking.IMAGE_SHAPES), "Model and image shape.")
@@ -27,10 +33,57 @@ flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit."
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
 flags.DEFINE_list("scale", None, "Pool sizes to stream (e.g. 60000,600000,6000000).")
 flags.DEFINE_integer("scale_one", None, "Internal: stream one pool of this size.")
+flags.DEFINE_string("grid", None, "Time --metric=all --seeds=3 (15 pool runs) three ways "
+                    "on this data folder: 15 separate processes, one process one run after "
+                    "another, one vmapped program.")
+flags.DEFINE_string("grid_workdir", "/tmp/al_jax_grid_benchmark", "Scratch folder for --grid.")
+
+GRID_FLAGS = ["--protocol=pool", "--pool_size=6000", "--test_size=2000", "--initial_size=50",
+              "--query_size=50", "--rounds=4", "--epochs_per_round=5", "--plot=false",
+              "--overwrite"]
+
+
+def _timed_run(args):
+  t = time.perf_counter()
+  subprocess.run([sys.executable, RUN_PY, *args], check=True, capture_output=True)
+  return time.perf_counter() - t
+
+
+def grid(data_dir: str, dataset: str, workdir: str) -> dict:
+  """Wall time of 15 runs done three ways, and whether their results agree."""
+  common = [f"--dataset={dataset}", f"--data_dir={data_dir}", *GRID_FLAGS]
+  separate = 0.0
+  for metric in metrics.NAMES:
+    for seed in range(3):
+      separate += _timed_run([*common, f"--metric={metric}", f"--seed={seed}",
+                              f"--workdir={workdir}/separate/{metric}/seed_{seed}"])
+  walls = {"separate_processes_s": separate}
+  for mode in ("false", "true"):
+    walls[f"one_process_vmap_{mode}_s"] = _timed_run(
+        [*common, "--metric=all", "--seeds=3", f"--vmap_runs={mode}",
+         f"--workdir={workdir}/vmap_{mode}"])
+  agree = {}
+  for mode in ("false", "true"):
+    same = []
+    for metric in metrics.NAMES:
+      for seed in range(3):
+        a = experiment.read_results(f"{workdir}/separate/{metric}/seed_{seed}")
+        b = experiment.read_results(f"{workdir}/vmap_{mode}/{metric}/seed_{seed}")
+        same.append([r["selected"] for r in a] == [r["selected"] for r in b] and
+                    all(abs(x["test_accuracy"] - y["test_accuracy"]) < 1e-6
+                        for x, y in zip(a, b)))
+    agree[f"vmap_{mode}_equals_separate"] = all(same)
+  return {"dataset": dataset, "runs": 15, "backend": jax.default_backend(),
+          "device": jax.devices()[0].device_kind, "config": GRID_FLAGS, **walls, **agree,
+          "speedup_one_process": walls["separate_processes_s"] / walls["one_process_vmap_false_s"],
+          "speedup_vmapped": walls["separate_processes_s"] / walls["one_process_vmap_true_s"]}
 
 
 def main(argv):
   del argv
+  if FLAGS.grid:
+    print(json.dumps(grid(FLAGS.grid, FLAGS.dataset, FLAGS.grid_workdir)))
+    return
   if FLAGS.scale_one:
     print(json.dumps(benchmarking.scale(FLAGS.dataset, FLAGS.scale_one,
                                         chunk_size=FLAGS.chunk_size)))

@@ -393,7 +393,8 @@ def test_tfds_failure_is_one_line_data_error(monkeypatch):
   with pytest.raises(data.DataError) as err:
     data.load("mnist")
   msg = str(err.value)
-  assert msg.startswith("could not download mnist with TFDS (no network); pass "
+  assert msg.startswith("could not download mnist with TFDS (no network; TFDS needs "
+                        "network and TensorFlow: pip install 'al_jax[tfds]'); or pass "
                         "--data_dir=DIR pointing at a local copy")
   assert "train-images-idx3-ubyte.gz" in msg and "AL_JAX_DATA_DIR" in msg
   assert "\n" not in msg
