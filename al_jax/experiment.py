@@ -67,13 +67,13 @@ def prepare_data(config: Config) -> PreparedData:
   return PreparedData(pool, test, num_pool, dataset.class_names)
 
 
-def _json_value(x: Any) -> Any:
+def json_value(x: Any) -> Any:
   """Arrays -> lists, NaN -> None, so that results are valid JSON."""
   x = np.asarray(x)
   if x.ndim == 0:
     v = x.item()
     return None if isinstance(v, float) and not math.isfinite(v) else v
-  return [_json_value(v) for v in x]
+  return [json_value(v) for v in x]
 
 
 def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
@@ -179,7 +179,8 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   return results
 
 
-def _timed(fn, *args):
+def timed(fn, *args):
+  """(fn(*args), seconds), waiting for the device to finish."""
   t = time.perf_counter()
   out = jax.block_until_ready(fn(*args))
   return out, time.perf_counter() - t
@@ -190,22 +191,22 @@ def _one_round(protocol, config: Config, carry: dict, r: int, seed_key: jax.Arra
   """One round (pool) or epoch (reselect): returns its record and the new carry."""
   if config.protocol == "pool":
     num_labeled = int(jnp.sum(carry["labeled"]))
-    (carry, train_metrics), train_s = _timed(protocol.train, carry, r, seed_key, data.pool)
+    (carry, train_metrics), train_s = timed(protocol.train, carry, r, seed_key, data.pool)
     selected, select_s = np.zeros((0,), int), 0.0
     if r + 1 < config.rounds:
-      (carry, selected), select_s = _timed(protocol.select, carry, r, seed_key, data.pool,
+      (carry, selected), select_s = timed(protocol.select, carry, r, seed_key, data.pool,
                                              config.metric)
       selected = np.asarray(selected)
       selected = selected[selected < data.num_pool]
     epoch = (r + 1) * config.epochs_per_round
   else:
-    chosen, select_s = _timed(protocol.select, carry, r, seed_key, data.pool,
+    chosen, select_s = timed(protocol.select, carry, r, seed_key, data.pool,
                                              config.metric)
-    (carry, train_metrics), train_s = _timed(protocol.train, carry, r, seed_key, data.pool,
+    (carry, train_metrics), train_s = timed(protocol.train, carry, r, seed_key, data.pool,
                                              chosen)
     selected = np.asarray(chosen).reshape(-1)
     num_labeled, epoch = selected.size, r + 1
-  test_metrics, eval_s = _timed(protocol.evaluate, carry["train_state"], data.test["images"],
+  test_metrics, eval_s = timed(protocol.evaluate, carry["train_state"], data.test["images"],
                                 data.test["labels"])
   train_loss = float(train_metrics["train_loss"])
   if not math.isfinite(train_loss):
@@ -216,7 +217,7 @@ def _one_round(protocol, config: Config, carry: dict, r: int, seed_key: jax.Arra
             "protocol": config.protocol, "classes": list(data.class_names),
             "train_s": train_s, "select_s": select_s, "eval_s": eval_s,
             "selected": selected.tolist()}
-  record.update({k: _json_value(v) for k, v in {**train_metrics, **test_metrics}.items()})
+  record.update({k: json_value(v) for k, v in {**train_metrics, **test_metrics}.items()})
   return record, carry
 
 

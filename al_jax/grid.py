@@ -10,7 +10,6 @@ data are shared, not copied. Per run, the results equal those of `experiment.run
 import dataclasses
 import functools
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -51,12 +50,6 @@ class PoolGrid:
 
 def _stream(seed_keys: jax.Array, stream: int, step: int) -> jax.Array:
   return jax.vmap(protocols.stream_key, in_axes=(0, None, None))(seed_keys, stream, step)
-
-
-def _timed(fn, *args):
-  t = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  return out, time.perf_counter() - t
 
 
 def run_pool_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ...],
@@ -105,12 +98,12 @@ def run_pool_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[in
     if stop_after is not None and r - start >= stop_after:
       break
     num_labeled = np.asarray(jnp.sum(carry["labeled"], axis=1))
-    (carry, train_metrics), train_s = _timed(grid.train, carry, r, seed_keys, data.pool)
-    test_metrics, eval_s = _timed(grid.evaluate, carry["train_state"], data.test["images"],
+    (carry, train_metrics), train_s = experiment.timed(grid.train, carry, r, seed_keys, data.pool)
+    test_metrics, eval_s = experiment.timed(grid.evaluate, carry["train_state"], data.test["images"],
                                   data.test["labels"])
     selected, select_s = np.zeros((len(runs), 0), int), 0.0
     if r + 1 < config.rounds:
-      (carry, selected), select_s = _timed(grid.select, carry, r, seed_keys, data.pool,
+      (carry, selected), select_s = experiment.timed(grid.select, carry, r, seed_keys, data.pool,
                                            metric_indices)
       selected = np.asarray(selected)
     values = jax.tree.map(np.asarray, {**train_metrics, **test_metrics})
@@ -122,7 +115,7 @@ def run_pool_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[in
                 "classes": list(data.class_names), "train_s": train_s / len(runs),
                 "select_s": select_s / len(runs), "eval_s": eval_s / len(runs),
                 "selected": chosen.tolist()}
-      record.update({k: experiment._json_value(v[i]) for k, v in values.items()})
+      record.update({k: experiment.json_value(v[i]) for k, v in values.items()})
       results[i].append(record)
     if not np.all(np.isfinite(values["train_loss"])):
       raise FloatingPointError(f"non-finite training loss in round {r}; lower --learning_rate")
