@@ -74,6 +74,25 @@ def _table(runs: dict[str, list[list[dict]]]) -> tuple[str, list[int]]:
   return "\n".join(lines), picks
 
 
+def _summary_table(runs: dict[str, list[list[dict]]]) -> str:
+  """Per metric: mean accuracy over the whole curve (area under it, normalised), final
+  accuracy, and the worst class at the end (the paper's class-starvation claim)."""
+  lines = ["| metric | mean over the curve | final | worst class at the end (mean over seeds) |",
+           "|---|---|---|---|"]
+  for metric, seed_runs in runs.items():
+    length = min(len(r) for r in seed_runs)
+    acc = np.array([[x["test_accuracy"] for x in r[:length]] for r in seed_runs])
+    per_class = np.array([[np.nan if v is None else v for v in r[length - 1]["per_class_accuracy"]]
+                          for r in seed_runs]).mean(0)
+    names = seed_runs[0][0].get("classes") or list(range(len(per_class)))
+    worst = int(np.nanargmin(per_class))
+    curve = acc.mean(1)
+    lines.append(f"| {metric} | {curve.mean():.3f} +- {curve.std():.3f} | "
+                 f"{acc[:, -1].mean():.3f} +- {acc[:, -1].std():.3f} | "
+                 f"{names[worst]}: {per_class[worst]:.3f} |")
+  return "\n".join(lines)
+
+
 def _wall_s(workdir: str) -> float | None:
   starts = [os.path.getmtime(os.path.join(d, "config.json"))
             for d, _, files in os.walk(workdir) if "config.json" in files]
@@ -96,6 +115,7 @@ def main(argv):
       parts.append("Not run yet.\n")
       continue
     table, _ = _table(runs)
+    table += "\n\n" + _summary_table(runs)
     wall = _wall_s(workdir)
     compute = sum(r["train_s"] + r["select_s"] + r["eval_s"]
                   for seed_runs in runs.values() for recs in seed_runs for r in recs)
