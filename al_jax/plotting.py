@@ -52,9 +52,14 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
 
 def plot_per_class(runs: dict[str, list[list[dict]]], title: str, path: str) -> None:
   """One panel per metric: test accuracy of every class (mean over seeds)."""
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4), squeeze=False,
+  cols = min(3, len(runs))
+  rows = -(-len(runs) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False,
                            sharey=True)
-  for ax, (metric, seed_runs) in zip(axes[0], runs.items()):
+  flat = axes.reshape(-1)
+  for ax in flat[len(runs):]:
+    ax.axis("off")
+  for ax, (metric, seed_runs) in zip(flat, runs.items()):
     per_class = _stack(seed_runs, "per_class_accuracy").mean(0)  # [rounds, C]
     x, xlabel = _x(seed_runs[0][:per_class.shape[0]])
     names = seed_runs[0][0].get("classes") or [str(c) for c in range(per_class.shape[1])]
@@ -64,8 +69,13 @@ def plot_per_class(runs: dict[str, list[list[dict]]], title: str, path: str) -> 
     ax.set_title(metric)
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel("per-class test accuracy")
-  axes[0][-1].legend(fontsize=7, loc="lower right")
+  for row in axes:
+    row[0].set_ylabel("per-class test accuracy")
+  handles, labels = flat[0].get_legend_handles_labels()
+  if len(runs) < len(flat):  # an empty panel holds the legend
+    flat[-1].legend(handles, labels, loc="center", fontsize=9, ncol=2, title="class")
+  else:
+    flat[-1].legend(handles, labels, loc="lower right", fontsize=7, ncol=2, title="class")
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
