@@ -165,8 +165,9 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
       break
     record, carry = _one_round(protocol, config, carry, r, seed_key, data)
     results.append(record)
-    checkpointer.save(r + 1, carry, {"next_round": r + 1, "results": results,
-                                     "config": json.loads(config.to_json())})
+    checkpointer.save(r + 1, carry, {
+        "next_round": r + 1, "results": results, "config": json.loads(config.to_json()),
+        "seed_key": np.asarray(jax.random.key_data(seed_key)).tolist()})
     write_results(workdir, results)
     done = r + 1 - start
     left = (time.perf_counter() - started) / done * (total - r - 1)
