@@ -112,3 +112,19 @@ def test_labeled_order_puts_a_permutation_of_the_labeled_first():
   mask = jnp.array([True, False, True, True, False, True])
   order = np.asarray(training.labeled_order(mask, jax.random.key(0)))
   assert sorted(order[:4]) == [0, 2, 3, 5] and sorted(order[4:]) == [1, 4]
+
+
+def test_conv2d_under_vmap_equals_a_loop_over_runs():
+  x = jax.random.normal(jax.random.key(0), (3, 4, 9, 8, 5))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5, 6))
+  loop = lambda xs, ks: np.stack([models.conv2d(a, b) for a, b in zip(xs, ks)])
+  np.testing.assert_allclose(jax.vmap(models.conv2d)(x, k), loop(x, k), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.vmap(models.conv2d, in_axes=(None, 0))(x[0], k),
+                             loop([x[0]] * 3, k), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.vmap(models.conv2d, in_axes=(0, None))(x, k[0]),
+                             loop(x, [k[0]] * 3), rtol=1e-5, atol=1e-5)
+  grad = lambda a, b: jax.grad(lambda a, b: jnp.sum(models.conv2d(a, b) ** 2), (0, 1))(a, b)
+  batched = jax.vmap(grad)(x, k)
+  for i in range(3):
+    for got, want in zip(batched, grad(x[i], k[i])):
+      np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
