@@ -14,7 +14,8 @@ def _load(folder: str, name: str) -> dict | None:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.loads(f.read().strip().splitlines()[-1])
+    lines = f.read().strip().splitlines()
+  return json.loads(lines[-1]) if lines else None
 
 
 def _g(x: float | None, scale: float = 1e9) -> str:
@@ -40,10 +41,12 @@ def main(folder: str) -> None:
         "peak memory MB |")
   print("|---|---|---|---|---|---|")
   for name, label in (("jax_mnist.json", "float32, chunk 1000"),
+                      ("jax_mnist_untuned.json", "float32, chunk 1000, AL_JAX_XLA_TUNING=0"),
                       ("jax_mnist_chunk250.json", "float32, chunk 250"),
                       ("jax_mnist_chunk4000.json", "float32, chunk 4000"),
                       ("jax_mnist_bf16.json", "bfloat16, chunk 1000"),
-                      ("jax_fruits.json", "fruits360, float32, chunk 1000")):
+                      ("jax_fruits.json", "fruits360, float32, chunk 1000"),
+                      ("jax_fruits_untuned.json", "fruits360, AL_JAX_XLA_TUNING=0")):
     r = _load(folder, name)
     if r:
       print(f"| {label} | {r['train_images_per_s']:.0f} | {r['score_images_per_s']:.0f} | "
