@@ -37,6 +37,7 @@ flags.DEFINE_string("grid", None, "Time --metric=all --seeds=3 (15 pool runs) th
                     "on this data folder: 15 separate processes, one process one run after "
                     "another, one vmapped program.")
 flags.DEFINE_string("grid_workdir", "/tmp/al_jax_grid_benchmark", "Scratch folder for --grid.")
+flags.DEFINE_bool("grid_compare", False, "Only compare the finished runs in --grid_workdir.")
 
 GRID_FLAGS = ["--protocol=pool", "--pool_size=6000", "--test_size=2000", "--initial_size=50",
               "--query_size=50", "--rounds=4", "--epochs_per_round=5", "--plot=false",
@@ -47,6 +48,31 @@ def _timed_run(args):
   t = time.perf_counter()
   subprocess.run([sys.executable, RUN_PY, *args], check=True, capture_output=True)
   return time.perf_counter() - t
+
+
+def compare_grid(workdir: str) -> dict:
+  """How the one-process runs of `grid` compare with the 15 separate runs."""
+  out = {}
+  for mode in ("false", "true"):
+    queries = same_queries = records = same_acc = 0
+    max_diff = 0.0
+    for metric in metrics.NAMES:
+      for seed in range(3):
+        a = experiment.read_results(f"{workdir}/separate/{metric}/seed_{seed}")
+        b = experiment.read_results(f"{workdir}/vmap_{mode}/{metric}/seed_{seed}")
+        for x, y in zip(a, b):
+          records += 1
+          diff = abs(x["test_accuracy"] - y["test_accuracy"])
+          max_diff, same_acc = max(max_diff, diff), same_acc + (diff < 1e-6)
+          if x["selected"]:
+            queries += 1
+            same_queries += sorted(x["selected"]) == sorted(y["selected"])  # as sets
+    out[f"vmap_{mode}"] = {"queries": queries, "same_queries": same_queries,
+                           "same_selections": same_queries == queries, "records": records,
+                           "same_accuracy_records": same_acc,
+                           "same_accuracies": same_acc == records,
+                           "max_test_accuracy_diff": max_diff}
+  return out
 
 
 def grid(data_dir: str, dataset: str, workdir: str) -> dict:
@@ -64,15 +90,9 @@ def grid(data_dir: str, dataset: str, workdir: str) -> dict:
          f"--workdir={workdir}/vmap_{mode}"])
   agree = {}
   for mode in ("false", "true"):
-    same = []
-    for metric in metrics.NAMES:
-      for seed in range(3):
-        a = experiment.read_results(f"{workdir}/separate/{metric}/seed_{seed}")
-        b = experiment.read_results(f"{workdir}/vmap_{mode}/{metric}/seed_{seed}")
-        same.append([r["selected"] for r in a] == [r["selected"] for r in b] and
-                    all(abs(x["test_accuracy"] - y["test_accuracy"]) < 1e-6
-                        for x, y in zip(a, b)))
-    agree[f"vmap_{mode}_equals_separate"] = all(same)
+    agree[f"vmap_{mode}_equals_separate"] = all(
+        compare_grid(workdir)[f"vmap_{mode}"][k] for k in ("same_selections",
+                                                           "same_accuracies"))
   return {"dataset": dataset, "runs": 15, "backend": jax.default_backend(),
           "device": jax.devices()[0].device_kind, "config": GRID_FLAGS, **walls, **agree,
           "speedup_one_process": walls["separate_processes_s"] / walls["one_process_vmap_false_s"],
@@ -81,6 +101,9 @@ def grid(data_dir: str, dataset: str, workdir: str) -> dict:
 
 def main(argv):
   del argv
+  if FLAGS.grid_compare:
+    print(json.dumps(compare_grid(FLAGS.grid_workdir)))
+    return
   if FLAGS.grid:
     print(json.dumps(grid(FLAGS.grid, FLAGS.dataset, FLAGS.grid_workdir)))
     return
