@@ -43,7 +43,7 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             carry=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         carry = serialization.from_state_dict(template, restored["carry"])
-        _check_finite_shapes(template, carry)
+        _check_shapes(template, carry)
         return carry, dict(restored["meta"])
       except Exception as error:  # a damaged step: fall back to the previous one
         logging.warning("checkpoint step %d in %s is unreadable (%s: %s); "
@@ -59,7 +59,7 @@ class Checkpointer:
     self.manager.close()
 
 
-def _check_finite_shapes(template: Any, restored: Any) -> None:
+def _check_shapes(template: Any, restored: Any) -> None:
   for a, b in zip(jax.tree.leaves(template), jax.tree.leaves(restored)):
     if np.shape(a) != np.shape(b):
       raise ValueError(f"restored shape {np.shape(b)} differs from {np.shape(a)}")

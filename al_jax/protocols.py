@@ -21,7 +21,7 @@ from al_jax import metrics, models, scoring, training
 from al_jax.config import Config
 
 # Streams of randomness, each folded into the root key of a run (seed).
-INIT, TRAIN, QUERY, INITIAL_SET, SUBSET = range(5)
+INIT, TRAIN, QUERY, INITIAL_SET = range(4)
 
 
 def stream_key(seed_key: jax.Array, stream: int, step: int | jax.Array) -> jax.Array:

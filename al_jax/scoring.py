@@ -106,19 +106,13 @@ def stream_top_k(state: TrainState, chunks, metric_index: int, key: jax.Array, *
   same B, in pool order. Device memory holds one or two chunks whatever the pool size;
   dispatch is asynchronous, so copying chunk i + 1 overlaps scoring chunk i.
   """
-  step = _jitted_chunk_top_k()
   best = empty_top_k(k)
   start = 0
   for images, available in chunks:
-    best = step(state, images, available, jnp.int32(start), jnp.int32(metric_index), key, best)
+    best = _chunk_top_k_jit(state, images, available, jnp.int32(start),
+                            jnp.int32(metric_index), key, best)
     start += images.shape[0]
   return best
 
 
-_CHUNK_TOP_K = []
-
-
-def _jitted_chunk_top_k():
-  if not _CHUNK_TOP_K:
-    _CHUNK_TOP_K.append(jax.jit(chunk_top_k, donate_argnums=6))
-  return _CHUNK_TOP_K[0]
+_chunk_top_k_jit = jax.jit(chunk_top_k, donate_argnums=6)

@@ -83,3 +83,15 @@ def test_query_compiles_once_while_the_labeled_set_grows(state, pool):
     assert not np.any(np.asarray(labeled)[np.asarray(picked)])
     labeled = labeled.at[picked].set(True)
   assert int(labeled.sum()) == 32
+
+
+@pytest.mark.parametrize("name", ["entropy", "random"])
+def test_streamed_pool_equals_pool_on_device(state, pool, name):
+  available = jnp.arange(120) % 5 != 0
+  key, idx = jax.random.key(8), metrics.index(name)
+  on_device = scoring.query_top_k(state, pool, available, idx, key, k=12, chunk_size=40)
+  chunks = ((np.asarray(pool[i:i + 40]), np.asarray(available[i:i + 40]))
+            for i in range(0, 120, 40))
+  streamed = scoring.stream_top_k(state, chunks, idx, key, k=12)
+  np.testing.assert_array_equal(streamed[1], on_device[1])
+  np.testing.assert_allclose(streamed[0], on_device[0], rtol=1e-6)
