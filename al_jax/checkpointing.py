@@ -51,6 +51,16 @@ class Checkpointer:
                         type(error).__name__, str(error).splitlines()[0][:200])
     return None
 
+  def resume(self, template: Any, fresh_results: Any) -> tuple[Any, Any, int]:
+    """(carry, results, next round): from the newest readable checkpoint, else a fresh
+    start from `template` and `fresh_results` at round 0."""
+    restored = self.restore_latest(template)
+    if restored is None:
+      return template, fresh_results, 0
+    carry, meta = restored
+    logging.info("resuming %s from round %d", self.manager.directory, meta["next_round"])
+    return carry, meta["results"], meta["next_round"]
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

@@ -149,13 +149,7 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
     labeled = np.zeros(data.pool["valid"].shape, bool)
   carry = protocol.initial_carry(seed_key, labeled)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  results: list[dict] = []
-  start = 0
-  restored = checkpointer.restore_latest(carry)
-  if restored is not None:
-    carry, meta = restored
-    results, start = meta["results"], meta["next_round"]
-    logging.info("resuming %s from round %d", workdir, start)
+  carry, results, start = checkpointer.resume(carry, [])
   write_results(workdir, results)
 
   total = num_steps(config)
@@ -266,7 +260,7 @@ def run_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ..
 
 def describe(config: Config) -> str:
   """A short human title, e.g. "mnist 0 vs 1, pool protocol"."""
-  classes = " vs ".join(config.classes) if config.classes else f"all classes"
+  classes = " vs ".join(config.classes) if config.classes else "all classes"
   return f"{config.dataset} ({classes}), {config.protocol} protocol"
 
 

@@ -86,13 +86,7 @@ def run_pool_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[in
   carry = {"train_state": grid.init_state(_stream(seed_keys, protocols.INIT, 0)),
            "labeled": jnp.asarray(labeled)}
   checkpointer = Checkpointer(os.path.join(workdir, "grid_checkpoints"))
-  results: list[list[dict]] = [[] for _ in runs]
-  start = 0
-  restored = checkpointer.restore_latest(carry)
-  if restored is not None:
-    carry, meta = restored
-    results, start = meta["results"], meta["next_round"]
-    logging.info("resuming grid %s from round %d", workdir, start)
+  carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
 
   for r in range(start, config.rounds):
     if stop_after is not None and r - start >= stop_after:

@@ -16,7 +16,6 @@ mesh code runs unchanged, each host feeding its addressable shard of the pool.
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

@@ -8,7 +8,6 @@ wall time. Prose about the paper's claims comes from docs/claims.md, written by 
 from these tables. Nothing here edits a figure: every number is read from results.jsonl.
 """
 
-import json
 import os
 import shutil
 
