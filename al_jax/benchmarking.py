@@ -14,10 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from al_jax import config as config_lib
-from al_jax import models, scoring, training
+from al_jax import models, scoring, specs, training
 
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "fruits360": (32, 32, 3)}
+
+
+def _state(dataset: str, dtype: str = "float32") -> training.TrainState:
+  """A fresh 10-class model of `dataset`'s spec with its default optimiser."""
+  spec = specs.get(dataset)
+  model = models.create_model(spec, 10, dtype=jnp.dtype(dtype))
+  tx = training.make_optimizer(spec.learning_rate, spec.momentum, spec.weight_decay)
+  return training.create_train_state(model, jax.random.key(0), spec.image_shape(32), tx)
 
 
 def _median_time(fn, *args, repeats: int) -> float:
@@ -64,13 +70,9 @@ def benchmark(dataset: str = "mnist", *, repeats: int = 5, pool_size: int = 2000
               chunk_size: int = 1000, labeled: int = 1280, dtype: str = "float32",
               train_epochs: int = 1) -> dict:
   """One JSON-able dict of figures for `dataset`'s model on the default device."""
-  defaults = config_lib.DATASET_DEFAULTS[dataset]
-  batch_size = defaults["batch_size"]
-  shape = IMAGE_SHAPES[dataset]
-  model = models.create_model(dataset, 10, dtype=jnp.dtype(dtype))
-  tx = training.make_optimizer(defaults["learning_rate"], defaults["momentum"],
-                               defaults["weight_decay"])
-  state = training.create_train_state(model, jax.random.key(0), shape, tx, dataset)
+  batch_size = specs.get(dataset).batch_size
+  shape = specs.get(dataset).image_shape(32)
+  state = _state(dataset, dtype)
   pool_size = -(-pool_size // chunk_size) * chunk_size
   images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
   labels = jax.random.randint(jax.random.key(2), (pool_size,), 0, 10)
@@ -144,11 +146,8 @@ def repeated_pool(source: np.ndarray, size: int, chunk_size: int):
 
 def scale(dataset: str, size: int, *, chunk_size: int = 2000, k: int = 100) -> dict:
   """Streams a pool of `size` images from the host through the running top-k."""
-  shape = IMAGE_SHAPES[dataset]
-  defaults = config_lib.DATASET_DEFAULTS[dataset]
-  model = models.create_model(dataset, 10)
-  tx = training.make_optimizer(defaults["learning_rate"], defaults["momentum"], 0.0)
-  state = training.create_train_state(model, jax.random.key(0), shape, tx, dataset)
+  shape = specs.get(dataset).image_shape(32)
+  state = _state(dataset)
   source = np.random.default_rng(0).integers(0, 256, (60000, *shape), dtype=np.uint8)
   key = jax.random.key(1)
   # Warm-up (compile) on one chunk.

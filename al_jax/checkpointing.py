@@ -61,9 +61,6 @@ class Checkpointer:
     logging.info("resuming %s from round %d", self.manager.directory, meta["next_round"])
     return carry, meta["results"], meta["next_round"]
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()

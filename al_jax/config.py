@@ -1,23 +1,24 @@
-"""Experiment configuration: one frozen dataclass, checked before any work starts."""
+"""A job's configuration: one frozen dataclass, completed and checked when it is built.
+
+A job is one data set and protocol run for every (metric, seed) pair of `metrics` x
+`seeds`. Fields left at None take the data set's defaults (`al_jax.specs`) in
+`__post_init__`, which also rejects every impossible setting with a one-line
+ConfigError, so a Config that exists is valid. Whether the runs fit the pool is
+checked once the pool size is known (`check_budget`).
+"""
 
 import dataclasses
 import json
 from typing import Any
 
-from al_jax import metrics
+from al_jax import acquisition, specs
 
 PROTOCOLS = ("pool", "reselect")
-DATASETS = ("mnist", "fashion_mnist", "fruits360")
-
-# Optimiser and batch defaults from the authors' code (NOTES.md).
-DATASET_DEFAULTS = {
-    "mnist": dict(batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=0.0,
-                  select_batches=25, batch_aggregate="sum", epochs=350),
-    "fashion_mnist": dict(batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=0.0,
-                          select_batches=25, batch_aggregate="sum", epochs=350),
-    "fruits360": dict(batch_size=64, learning_rate=0.005, momentum=0.9, weight_decay=8e-4,
-                      select_batches=20, batch_aggregate="mean", epochs=20),
-}
+RUN_LAYOUTS = ("auto", "true", "false")
+# Settings that do not change what a job computes: a workdir resumes across them.
+RESUMABLE_CHANGES = ("data_dir", "vmap_runs")
+_SPEC_DEFAULTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "epochs",
+                  "select_batches", "batch_aggregate")
 
 
 class ConfigError(ValueError):
@@ -26,10 +27,10 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """One active-learning run (one metric, one seed)."""
+  """One job: `metrics` x `seeds` runs of one protocol on one data set."""
   dataset: str = "mnist"
-  metric: str = "entropy"
-  seed: int = 0
+  metrics: tuple[str, ...] = ("entropy",)
+  seeds: tuple[int, ...] = (0,)
   protocol: str = "pool"
   data_dir: str | None = None
   classes: tuple[str, ...] | None = None
@@ -55,38 +56,55 @@ class Config:
   weight_decay: float | None = None
   chunk_size: int = 1000              # pool images scored per compiled chunk
   eval_batch_size: int = 1000
+  vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
+                                      # ("false"), or vmapped on GPU/TPU only ("auto")
 
-  def with_defaults(self) -> "Config":
-    """Fills every None that has a per-dataset default."""
-    self._check_choice("dataset", self.dataset, DATASETS)
-    fill = {k: v for k, v in DATASET_DEFAULTS[self.dataset].items()
-            if getattr(self, k) is None}
-    return dataclasses.replace(self, **fill)
+  def __post_init__(self):
+    _check_choice("dataset", self.dataset, specs.NAMES)
+    spec = specs.get(self.dataset)
+    for name in _SPEC_DEFAULTS:
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, getattr(spec, name))
+    for name in ("metrics", "seeds"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
+    if self.classes is not None:
+      object.__setattr__(self, "classes", tuple(self.classes))
+    self._validate()
 
-  def _check_choice(self, name: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-      raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
-
-  def validate(self, pool_size: int | None = None) -> "Config":
-    """Raises ConfigError on an impossible setting; `pool_size` checks the budget."""
-    self._check_choice("dataset", self.dataset, DATASETS)
-    self._check_choice("protocol", self.protocol, PROTOCOLS)
-    self._check_choice("metric", self.metric, metrics.NAMES)
-    self._check_choice("select", self.select, ("batches", "samples"))
-    self._check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
+  def _validate(self) -> None:
+    _check_choice("protocol", self.protocol, PROTOCOLS)
+    if not self.metrics:
+      raise ConfigError("no metric given; pass --metric=NAME or --metric=all")
+    for metric in self.metrics:
+      _check_choice("metric", metric, acquisition.NAMES)
+    if len(set(self.metrics)) != len(self.metrics) or len(set(self.seeds)) != len(self.seeds):
+      raise ConfigError(f"repeated metric or seed in {self.metrics} x {self.seeds}")
+    if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+      raise ConfigError(f"seeds must be non-negative integers, got {self.seeds!r}")
+    _check_choice("select", self.select, ("batches", "samples"))
+    _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
+    _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
                 "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size"]
     for name in positive + ["pool_size", "test_size"]:
       value = getattr(self, name)
-      if value is not None and (not isinstance(value, int) or value <= 0):
+      if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                or value <= 0):
         raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
-    if self.learning_rate is not None and self.learning_rate <= 0:
+    if self.learning_rate <= 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
-    if self.weight_decay is not None and self.weight_decay < 0:
+    if self.weight_decay < 0:
       raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
-    if pool_size is not None:
-      self.check_budget(pool_size)
-    return self
+
+  @property
+  def runs(self) -> tuple[tuple[str, int], ...]:
+    """The (metric, seed) pairs of the job, metric-major."""
+    return tuple((m, s) for m in self.metrics for s in self.seeds)
+
+  @property
+  def num_rounds(self) -> int:
+    """Rounds of the round loop: `rounds` (pool) or `epochs` (reselect)."""
+    return self.rounds if self.protocol == "pool" else self.epochs
 
   @property
   def labels_needed(self) -> int:
@@ -94,8 +112,11 @@ class Config:
     return self.initial_size + (self.rounds - 1) * self.query_size
 
   def check_budget(self, pool_size: int) -> None:
-    """ConfigError unless the run fits a pool of `pool_size` images."""
+    """ConfigError unless the runs fit a pool of `pool_size` images."""
     if self.protocol == "pool":
+      if self.initial_size > pool_size:
+        raise ConfigError(f"--initial_size={self.initial_size} is larger than the pool "
+                          f"({pool_size} images); lower --initial_size")
       if self.query_size > pool_size - self.initial_size:
         raise ConfigError(
             f"--query_size={self.query_size} is larger than the unlabeled pool "
@@ -111,15 +132,14 @@ class Config:
             f"--select_batches={self.select_batches} x --batch_size={self.batch_size} = "
             f"{needed} images but the training set holds {pool_size}; lower --select_batches")
 
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able fields (tuples as lists), as written to workdir/config.json."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
 
-  @classmethod
-  def from_json(cls, text: str) -> "Config":
-    fields = json.loads(text)
-    if fields.get("classes") is not None:
-      fields["classes"] = tuple(fields["classes"])
-    return cls(**fields)
+
+def _check_choice(name: str, value: Any, valid: tuple) -> None:
+  if value not in valid:
+    raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
 def rounds_for_budget(budget: int, initial_size: int, query_size: int) -> int:

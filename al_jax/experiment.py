@@ -1,9 +1,17 @@
-"""Runs an active-learning experiment end to end: data, rounds, checkpoints, results.
+"""The round loop: one driver for every protocol, acquisition strategy and run layout.
 
-`run(config, workdir)` is the one call behind `experiments/run.py` for one metric and
-one seed; `run_grid` runs several metrics and seeds into sub-folders and summarises.
-Results go to `workdir/results.jsonl`, one JSON object per round (pool) or epoch
-(reselect); an Orbax checkpoint after each lets a killed run continue exactly.
+`run(config, workdir)` runs every (metric, seed) of a job. The runs' carries are
+stacked on a leading runs axis (size 1 for a single run) and each round is one jitted
+call of the protocol's `round_step`, mapped over the runs: `jax.vmap` (all runs as one
+program, fast on GPU/TPU) or `lax.map` (one after another inside the same program,
+faster on CPU), as `config.vmap_runs` says. Both give the same results and share one
+checkpoint layout, so a job resumes across a change of that flag.
+
+A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
+one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
+itself for a single run, else <metric>/seed_<s>/), summary.json and, when asked,
+PNG figures. Started again with the same configuration it continues exactly where it
+stopped.
 """
 
 import dataclasses
@@ -18,14 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax import lax
 
 from al_jax import data as data_lib
-from al_jax import protocols
+from al_jax import acquisition, protocols
 from al_jax.checkpointing import Checkpointer
-from al_jax.config import Config, ConfigError
+from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError
 
-# Settings that do not change what a run computes; a workdir may be resumed across them.
-RESUMABLE_CHANGES = ("data_dir",)
+Runs = dict[tuple[str, int], list[dict]]
 
 
 @dataclasses.dataclass
@@ -76,30 +84,6 @@ def json_value(x: Any) -> Any:
   return [json_value(v) for v in x]
 
 
-def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
-  """Refuses a workdir that holds a run of another configuration (unless overwrite)."""
-  path = os.path.join(workdir, "config.json")
-  if overwrite and os.path.isdir(workdir):
-    for name in ("checkpoints", "config.json", "results.jsonl"):
-      target = os.path.join(workdir, name)
-      if os.path.isdir(target):
-        shutil.rmtree(target)
-      elif os.path.exists(target):
-        os.remove(target)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    mine = json.loads(config.to_json())
-    differ = sorted(k for k in set(saved) | set(mine)
-                    if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
-    if differ:
-      shown = ", ".join(f"{k}={saved.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
-      raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown}); "
-                        "use another --workdir or pass --overwrite to start afresh")
-  os.makedirs(workdir, exist_ok=True)
-  _write_atomic(path, config.to_json() + "\n")
-
-
 def _write_atomic(path: str, text: str) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -109,6 +93,7 @@ def _write_atomic(path: str, text: str) -> None:
 
 def write_results(workdir: str, results: list[dict]) -> None:
   """Rewrites workdir/results.jsonl atomically (a killed run never leaves half a line)."""
+  os.makedirs(workdir, exist_ok=True)
   _write_atomic(os.path.join(workdir, "results.jsonl"),
                 "".join(json.dumps(r) + "\n" for r in results))
 
@@ -121,150 +106,149 @@ def read_results(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def num_steps(config: Config) -> int:
-  """Rounds (pool) or epochs (reselect) in the run."""
-  return config.rounds if config.protocol == "pool" else config.epochs
+def run_dir(config: Config, workdir: str, metric: str, seed: int) -> str:
+  """Where one run writes its results: workdir itself for a job of a single run."""
+  if len(config.runs) == 1:
+    return workdir
+  return os.path.join(workdir, metric, f"seed_{seed}")
+
+
+def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
+  """Refuses a workdir that holds a job of another configuration (unless overwrite)."""
+  path = os.path.join(workdir, "config.json")
+  if overwrite and os.path.isdir(workdir):
+    _remove_job(workdir)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    mine = config.to_dict()
+    differ = sorted(k for k in set(saved) | set(mine)
+                    if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
+    if differ:
+      shown = ", ".join(f"{k}={saved.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
+      raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown}); "
+                        "use another --workdir or pass --overwrite to start afresh")
+  os.makedirs(workdir, exist_ok=True)
+  _write_atomic(path, json.dumps(config.to_dict(), sort_keys=True) + "\n")
+
+
+def _remove_job(workdir: str) -> None:
+  """Deletes what `run` writes in `workdir` (and nothing else the folder holds)."""
+  for name in os.listdir(workdir):
+    target = os.path.join(workdir, name)
+    ours = (name in ("checkpoints", "config.json", "results.jsonl", "summary.json")
+            or name.endswith(".png") or name in acquisition.NAMES)
+    if ours and os.path.isdir(target):
+      shutil.rmtree(target)
+    elif ours:
+      os.remove(target)
+
+
+def use_vmap(vmap_runs: str) -> bool:
+  """The run layout: vmap on "true", lax.map on "false", "auto": vmap off CPU only."""
+  return {"true": True, "false": False}.get(vmap_runs, jax.default_backend() != "cpu")
+
+
+def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
+  """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R])."""
+  def step(carry: dict, data: dict, runs: dict) -> tuple[dict, dict]:
+    one = lambda c, run: protocol.round_step(c, data, run)
+    if vmap:
+      return jax.vmap(one)(carry, runs)
+    return lax.map(lambda c_run: one(*c_run), (carry, runs))
+  return step
+
+
+def _stack(trees: list) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,
-        data: PreparedData | None = None, stop_after: int | None = None) -> list[dict]:
-  """Runs (or resumes) one experiment; returns the per-round records.
+        data: PreparedData | None = None, plot: bool = False) -> Runs:
+  """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
-  `data` reuses an already prepared data set (grids); `stop_after` ends the call after
-  that many new rounds, as an interruption would (for tests).
+  `data` reuses an already loaded data set. Writes the workdir described above.
   """
-  config = config.with_defaults().validate()
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   check_workdir(config, workdir, overwrite)
-  image_shape = tuple(data.pool["images"].shape[1:])
-  protocol = protocols.make_protocol(protocols.shared_config(config), len(data.class_names),
-                                      image_shape, data.num_pool)
-  seed_key = jax.random.key(config.seed)
-  if config.protocol == "pool":
-    labeled = protocols.initial_labeled(np.asarray(data.pool["labels"]),
-                                        np.asarray(data.pool["valid"]), config.initial_size,
-                                        seed_key, config.class_balanced_init)
-  else:
-    labeled = np.zeros(data.pool["valid"].shape, bool)
-  carry = protocol.initial_carry(seed_key, labeled)
+  protocol = protocols.make_protocol(config, len(data.class_names),
+                                     tuple(data.pool["images"].shape[1:]), data.num_pool)
+  runs = config.runs
+  first_carry = {seed: protocol.initial_carry(seed, data.pool) for seed in config.seeds}
+  carry = _stack([first_carry[seed] for _, seed in runs])
+  run_inputs = {"key": jnp.stack([jax.random.key(seed) for _, seed in runs]),
+                "metric": jnp.array([config.metrics.index(m) for m, _ in runs], jnp.int32)}
+  step_data = {"pool": data.pool, "test": data.test}
+  step = jax.jit(mapped_round_step(protocol, use_vmap(config.vmap_runs)), donate_argnums=0)
+
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  carry, results, start = checkpointer.resume(carry, [])
-  write_results(workdir, results)
-
-  total = num_steps(config)
-  started = time.perf_counter()
-  for r in range(start, total):
-    if stop_after is not None and r - start >= stop_after:
-      break
-    record, carry = _one_round(protocol, config, carry, r, seed_key, data)
-    results.append(record)
-    checkpointer.save(r + 1, carry, {
-        "next_round": r + 1, "results": results, "config": json.loads(config.to_json()),
-        "seed_key": np.asarray(jax.random.key_data(seed_key)).tolist()})
-    write_results(workdir, results)
-    done = r + 1 - start
-    left = (time.perf_counter() - started) / done * (total - r - 1)
-    logging.info("%s seed %d %s %d/%d: labeled %d, test accuracy %.4f, loss %.4f "
-                 "(train %.1fs, select %.1fs), about %.0fs left", config.metric, config.seed,
-                 "round" if config.protocol == "pool" else "epoch", r + 1, total,
-                 record["num_labeled"], record["test_accuracy"], record["test_loss"],
-                 record["train_s"], record["select_s"], left)
-  checkpointer.close()
-  return results
-
-
-def timed(fn, *args):
-  """(fn(*args), seconds), waiting for the device to finish."""
-  t = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  return out, time.perf_counter() - t
-
-
-def _one_round(protocol, config: Config, carry: dict, r: int, seed_key: jax.Array,
-               data: PreparedData) -> tuple[dict, dict]:
-  """One round (pool) or epoch (reselect): returns its record and the new carry."""
-  if config.protocol == "pool":
-    num_labeled = int(jnp.sum(carry["labeled"]))
-    (carry, train_metrics), train_s = timed(protocol.train, carry, r, seed_key, data.pool)
-    selected, select_s = np.zeros((0,), int), 0.0
-    if r + 1 < config.rounds:
-      (carry, selected), select_s = timed(protocol.select, carry, r, seed_key, data.pool,
-                                             config.metric)
-      selected = np.asarray(selected)
-      selected = selected[selected < data.num_pool]
-    epoch = (r + 1) * config.epochs_per_round
-  else:
-    chosen, select_s = timed(protocol.select, carry, r, seed_key, data.pool,
-                                             config.metric)
-    (carry, train_metrics), train_s = timed(protocol.train, carry, r, seed_key, data.pool,
-                                             chosen)
-    selected = np.asarray(chosen).reshape(-1)
-    num_labeled, epoch = selected.size, r + 1
-  test_metrics, eval_s = timed(protocol.evaluate, carry["train_state"], data.test["images"],
-                                data.test["labels"])
-  train_loss = float(train_metrics["train_loss"])
-  if not math.isfinite(train_loss):
-    raise FloatingPointError(f"non-finite training loss ({train_loss}) in round {r}; "
-                             "lower --learning_rate")
-  record = {"round": r, "epoch": epoch, "num_labeled": num_labeled,
-            "metric": config.metric, "seed": config.seed, "dataset": config.dataset,
-            "protocol": config.protocol, "classes": list(data.class_names),
-            "train_s": train_s, "select_s": select_s, "eval_s": eval_s,
-            "selected": selected.tolist()}
-  record.update({k: json_value(v) for k, v in {**train_metrics, **test_metrics}.items()})
-  return record, carry
-
-
-def run_dir(workdir: str, metric: str, seed: int, single: bool) -> str:
-  """Where one run of a grid writes: workdir itself for a single run."""
-  return workdir if single else os.path.join(workdir, metric, f"seed_{seed}")
-
-
-def run_grid(config: Config, metric_names: tuple[str, ...], seeds: tuple[int, ...],
-             workdir: str, *, overwrite: bool = False, plot: bool = True,
-             vmap_runs: str = "auto") -> dict:
-  """Runs every (metric, seed), sharing the loaded data and the compiled functions.
-
-  vmap_runs: "true" runs a pool grid as one vmapped program (`al_jax.grid`), "false"
-  one run after another (each resuming from its own checkpoints), "auto" vmaps on
-  accelerators only. A summary over seeds goes to workdir/summary.json and, when
-  `plot`, PNG figures to workdir/.
-  """
-  config = config.with_defaults()
-  for metric in metric_names:
-    dataclasses.replace(config, metric=metric).validate()
-  single = len(metric_names) == 1 and len(seeds) == 1
-  data = prepare_data(config)
-  config.check_budget(data.num_pool)
-  use_vmap = {"true": True, "false": False}.get(vmap_runs, jax.default_backend() != "cpu")
-  if use_vmap and config.protocol == "pool" and not single:
-    from al_jax import grid  # the stacked-runs program
-    runs = grid.run_pool_grid(config, metric_names, seeds, workdir, overwrite=overwrite,
-                              data=data)
-  else:
-    runs = {}
-    for metric in metric_names:
-      for seed in seeds:
-        one = dataclasses.replace(config, metric=metric, seed=seed)
-        runs[(metric, seed)] = run(one, run_dir(workdir, metric, seed, single),
-                                   overwrite=overwrite, data=data)
-  summary = summarize(runs)
-  _write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1) + "\n")
+  try:
+    carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
+    started = time.perf_counter()
+    for r in range(start, protocol.num_rounds):
+      t = time.perf_counter()
+      carry, round_metrics = jax.block_until_ready(step(carry, step_data, run_inputs))
+      seconds = time.perf_counter() - t
+      values = jax.tree.map(np.asarray, round_metrics)
+      _check_finite(values["train_loss"], runs, r)
+      for i, (metric, seed) in enumerate(runs):
+        results[i].append(_record(config, data, r, metric, seed, seconds / len(runs),
+                                  {k: v[i] for k, v in values.items()}))
+      checkpointer.save(r + 1, carry, {"next_round": r + 1, "results": results})
+      for (metric, seed), records in zip(runs, results):
+        write_results(run_dir(config, workdir, metric, seed), records)
+      _log_round(config, r, values, seconds, started, start)
+  finally:
+    checkpointer.close()
+  by_run = dict(zip(runs, results))
+  _write_atomic(os.path.join(workdir, "summary.json"),
+                json.dumps(summarize(by_run), indent=1) + "\n")
   if plot:
     from al_jax import plotting  # matplotlib only when plotting
-    plotting.plot_all({m: [runs[(m, s)] for s in seeds] for m in metric_names}, workdir,
-                      title=describe(config))
-  return summary
+    plotting.plot_all({m: [by_run[(m, s)] for s in config.seeds] for m in config.metrics},
+                      workdir, title=describe(config))
+  return by_run
+
+
+def _record(config: Config, data: PreparedData, r: int, metric: str, seed: int,
+            seconds: float, values: dict[str, np.ndarray]) -> dict:
+  """One line of results.jsonl for one run and round."""
+  selected = values.pop("selected")
+  record = {"round": r, "metric": metric, "seed": seed, "dataset": config.dataset,
+            "protocol": config.protocol, "classes": list(data.class_names),
+            "round_s": seconds,
+            "selected": selected[(selected >= 0) & (selected < data.num_pool)].tolist()}
+  record.update({k: json_value(v) for k, v in values.items()})
+  return record
+
+
+def _check_finite(train_loss: np.ndarray, runs: tuple, r: int) -> None:
+  bad = [f"{m} seed {s}" for (m, s), loss in zip(runs, train_loss) if not np.isfinite(loss)]
+  if bad:
+    raise FloatingPointError(f"non-finite training loss in round {r} ({', '.join(bad)}); "
+                             "lower --learning_rate")
+
+
+def _log_round(config: Config, r: int, values: dict, seconds: float, started: float,
+               start: int) -> None:
+  total = config.num_rounds
+  left = (time.perf_counter() - started) / (r + 1 - start) * (total - r - 1)
+  acc = values["test_accuracy"]
+  accuracy = (f"test accuracy {acc[0]:.4f}" if acc.size == 1 else
+              f"test accuracy {acc.min():.4f}..{acc.max():.4f} over {acc.size} runs")
+  logging.info("%s %d/%d: labeled %d, %s (%.1fs), about %.0fs left",
+               "round" if config.protocol == "pool" else "epoch", r + 1, total,
+               int(values["num_labeled"].max()), accuracy, seconds, left)
 
 
 def describe(config: Config) -> str:
-  """A short human title, e.g. "mnist 0 vs 1, pool protocol"."""
+  """A short human title, e.g. "mnist (0 vs 1), pool protocol"."""
   classes = " vs ".join(config.classes) if config.classes else "all classes"
   return f"{config.dataset} ({classes}), {config.protocol} protocol"
 
 
-def summarize(runs: dict[tuple[str, int], list[dict]]) -> dict:
+def summarize(runs: Runs) -> dict:
   """Mean and std over seeds of test accuracy per round, per metric."""
   by_metric: dict[str, list[list[dict]]] = {}
   for (metric, _), records in runs.items():
@@ -279,7 +263,6 @@ def summarize(runs: dict[tuple[str, int], list[dict]]) -> dict:
         "epoch": [seed_runs[0][i]["epoch"] for i in range(length)],
         "test_accuracy_mean": acc.mean(0).tolist(),
         "test_accuracy_std": acc.std(0).tolist(),
-        "train_s": float(sum(x["train_s"] for r in seed_runs for x in r)),
-        "select_s": float(sum(x["select_s"] for r in seed_runs for x in r)),
+        "round_s": float(sum(x["round_s"] for r in seed_runs for x in r)),
     }
   return summary

@@ -1,13 +1,20 @@
-"""The two CNNs of the paper, in Flax Linen, as the authors' code builds them (NOTES.md).
+"""The two CNNs of the paper, in Flax Linen, as the authors' code builds them.
 
-Both map normalized images `[B, H, W, C]` (float) to logits `[B, num_classes]`; the
-number of classes comes from the task so binary and 10-class runs share the code.
+Both map uint8 images `[B, H, W, C]` to logits `[B, num_classes]`: the model
+normalises its input itself (`mean`, `std` per channel, from the data set's spec), and
+the number of classes comes from the task so binary and 10-class runs share the code.
+Convolutions use a hand-written backward pass on XLA:CPU, where it was measured to be
+faster (docs/BENCHMARKS.md), and XLA's own convolution elsewhere (`conv_for_backend`).
 """
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from al_jax.specs import DatasetSpec
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -19,26 +26,13 @@ def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 @_conv_valid.def_vmap
 def _conv_valid_vmap(axis_size, in_batched, x, kernel):
-  """Batching over stacked runs (al_jax.grid). Shared filters: the runs fold into the
-  batch axis. On accelerators a shared input is one convolution with every run's
-  filters side by side, and batched inputs and filters one grouped convolution; on CPU,
-  where XLA's grouped convolution is slow, each run gets one ordinary convolution."""
+  """Batching over stacked runs on CPU. Shared filters: the runs fold into the batch
+  axis. Otherwise one plain convolution per run: XLA:CPU's grouped convolution is slow,
+  and a transposed operand sends it to a much slower kernel still."""
   x_batched, kernel_batched = in_batched
-  if not kernel_batched:  # runs share the filters: fold the runs into the batch axis
+  if not kernel_batched:
     out = _conv_valid(x.reshape(-1, *x.shape[2:]), kernel)
     return out.reshape(axis_size, -1, *out.shape[1:]), True
-  on_cpu = jax.default_backend() == "cpu"
-  if not x_batched and not on_cpu:  # runs share the input: the runs' filters side by side
-    kh, kw, cin, cout = kernel.shape[1:]
-    stacked = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, axis_size * cout)
-    out = _conv_valid(x, stacked).reshape(*x.shape[:1], -1, x.shape[2] - kw + 1,
-                                          axis_size, cout)
-    return jnp.moveaxis(out, 3, 0), True
-  if not on_cpu:  # accelerators: one grouped convolution
-    return jax.vmap(lambda a, b: lax.conv_general_dilated(
-        a, b, (1, 1), "VALID", dimension_numbers=_NHWC))(x, kernel), True
-  # CPU: one plain convolution per run (the stacked layout keeps every operand row-major;
-  # a transposed operand sends XLA:CPU to a much slower convolution).
   inputs = [x if not x_batched else x[i] for i in range(axis_size)]
   return jnp.stack([_conv_valid(inputs[i], kernel[i]) for i in range(axis_size)]), True
 
@@ -75,6 +69,19 @@ def _conv2d_bwd(residuals, dy):
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
+def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
+
+
+def conv_for_backend() -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The convolution to use on the default backend: the only place that chooses.
+
+  XLA:CPU: `conv2d` (hand-written backward pass, plain convolutions per stacked run);
+  GPU/TPU: XLA's convolution, whose own gradient and batching rules are fast there.
+  """
+  return conv2d if jax.default_backend() == "cpu" else _xla_conv
+
+
 class Conv(nn.Module):
   """Stride-1 convolution with bias (parameters named as in `nn.Conv`).
 
@@ -94,7 +101,7 @@ class Conv(nn.Module):
       p = int(self.padding)
       x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    return conv2d(x, kernel) + bias
+    return conv_for_backend()(x, kernel) + bias
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -105,13 +112,22 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def normalize(images: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]) -> jax.Array:
+  """uint8 images [..., H, W, C] -> float32 (x/255 - mean) / std, per channel."""
+  x = jnp.asarray(images).astype(jnp.float32)
+  return (x - jnp.asarray(mean, jnp.float32) * 255.0) / (jnp.asarray(std, jnp.float32) * 255.0)
+
+
 class MnistCNN(nn.Module):
   """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C."""
   num_classes: int
+  mean: tuple[float, ...] = (0.5,)
+  std: tuple[float, ...] = (0.5,)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+    x = normalize(images, self.mean, self.std)
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
     x = Conv(32, dtype=self.dtype)(x)
     x = norm()(nn.relu(x))
@@ -128,10 +144,13 @@ class MnistCNN(nn.Module):
 class FruitsNet3(nn.Module):
   """The authors' "Net3": three convs with batch norm, two pools, three dense layers."""
   num_classes: int
+  mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+  std: tuple[float, ...] = (0.5, 0.5, 0.5)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+    x = normalize(images, self.mean, self.std)
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
     drop = lambda rate: nn.Dropout(rate, deterministic=not train)
     x = Conv(28, padding=1, dtype=self.dtype)(x)
@@ -146,10 +165,11 @@ class FruitsNet3(nn.Module):
     return nn.Dense(self.num_classes, dtype=jnp.float32)(x)
 
 
-def create_model(dataset: str, num_classes: int, dtype: jnp.dtype = jnp.float32) -> nn.Module:
-  """The paper's CNN for `dataset` ("mnist", "fashion_mnist" or "fruits360")."""
-  if dataset in ("mnist", "fashion_mnist"):
-    return MnistCNN(num_classes=num_classes, dtype=dtype)
-  if dataset == "fruits360":
-    return FruitsNet3(num_classes=num_classes, dtype=dtype)
-  raise ValueError(f"no model for dataset {dataset!r}; valid: mnist, fashion_mnist, fruits360")
+MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3}
+
+
+def create_model(spec: DatasetSpec, num_classes: int, dtype: jnp.dtype = jnp.float32
+                 ) -> nn.Module:
+  """The paper's CNN for a data set (`spec.model`), normalising by the spec's mean/std."""
+  return MODELS[spec.model](num_classes=num_classes, mean=spec.mean, std=spec.std,
+                            dtype=dtype)

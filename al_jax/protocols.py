@@ -1,26 +1,37 @@
-"""The two active-learning protocols, as compiled round functions over one carry pytree.
+"""The two active-learning protocols, each one pure round step over one carry pytree.
 
 * `pool`: the paper's Algorithm 1. Labels accumulate: each round trains on the labeled
-  set, evaluates, and moves the `query_size` most informative pool images to it.
-* `reselect`: what the authors actually ran (NOTES.md). Every epoch the whole training
-  set is rescored and the model trains on the most informative `select_batches`
-  batches only; nothing is ever removed from the pool.
+  set, evaluates, and adds the `query_size` images the acquisition strategy chooses.
+* `reselect`: what the paper's authors' code ran. Every epoch the whole training set
+  is rescored and the model trains on the `select_batches` most informative batches
+  only; nothing leaves the pool.
 
-A carry is `{"train_state": TrainState, "labeled": [N] bool}`. Every function here is
-jitted once per configuration and called with the same shapes every round.
+Both expose the same three things, so the round loop (`al_jax.experiment`) never asks
+which protocol it runs:
+
+    initial_carry(seed, pool) -> carry          one run, built on the host
+    round_step(carry, data, run) -> (carry, round_metrics)
+    num_rounds
+
+carry = {"train_state": TrainState, "labeled": [N] bool, "round": int32 []};
+data = {"pool": {"images" [N,H,W,C] uint8, "labels" [N], "valid" [N] bool},
+        "test": {"images" [M,H,W,C], "labels" [M]}}, shared by all runs;
+run = {"key": the run's root key, "metric": int32 [] index into config.metrics}.
+round_metrics holds scalars and small arrays: train_loss, train_accuracy, test_loss,
+test_accuracy, per_class_accuracy [C], num_labeled, epoch, and selected [k] (pool
+indices, -1 = none): for `pool` the images queried after the round, for `reselect`
+the images trained on in this epoch.
 """
 
-import dataclasses
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from al_jax import metrics, models, scoring, training
+from al_jax import acquisition, models, scoring, specs, training
 from al_jax.config import Config
 
-# Streams of randomness, each folded into the root key of a run (seed).
+# Streams of randomness, each folded into the root key of a run (its seed).
 INIT, TRAIN, QUERY, INITIAL_SET = range(4)
 
 
@@ -52,60 +63,70 @@ def initial_labeled(labels: np.ndarray, valid: np.ndarray, size: int, seed_key: 
 
 
 class Protocol:
-  """Compiled pieces shared by both protocols for one configuration."""
+  """What both protocols share: the model, optimiser, strategies and evaluation."""
 
   def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...]):
     self.config = config
-    self.model = models.create_model(config.dataset, num_classes)
+    self.model = models.create_model(specs.get(config.dataset), num_classes)
     self.tx = training.make_optimizer(config.learning_rate, config.momentum,
                                       config.weight_decay)
     self.image_shape = image_shape
-    self.init_state = jax.jit(self._init_state)
-    self.evaluate = jax.jit(functools.partial(training.evaluate,
-                                              batch_size=config.eval_batch_size))
+    self.num_rounds = config.num_rounds
+    self.strategies = tuple(acquisition.make(m, k=self._k, chunk_size=config.chunk_size)
+                            for m in config.metrics)
+    self._init_state_jit = jax.jit(self.init_state)
 
-  def _init_state(self, key: jax.Array) -> training.TrainState:
-    return training.create_train_state(self.model, key, self.image_shape, self.tx,
-                                       self.config.dataset)
+  @property
+  def _k(self) -> int:
+    return self.config.query_size
 
-  def initial_carry(self, seed_key: jax.Array, labeled: np.ndarray) -> dict:
-    return {"train_state": self.init_state(stream_key(seed_key, INIT, 0)),
-            "labeled": jnp.asarray(labeled)}
+  def init_state(self, key: jax.Array) -> training.TrainState:
+    return training.create_train_state(self.model, key, self.image_shape, self.tx)
+
+  def initial_carry(self, seed: int, pool: dict[str, np.ndarray]) -> dict:
+    """The carry of run `seed` before round 0 (host arrays and one jitted init)."""
+    seed_key = jax.random.key(seed)
+    return {"train_state": self._init_state_jit(stream_key(seed_key, INIT, 0)),
+            "labeled": jnp.asarray(self._initial_mask(seed_key, pool)),
+            "round": jnp.zeros((), jnp.int32)}
+
+  def _initial_mask(self, seed_key: jax.Array, pool: dict[str, np.ndarray]) -> np.ndarray:
+    return np.zeros(np.shape(pool["valid"]), bool)
+
+  def evaluate(self, state: training.TrainState, test: dict) -> dict:
+    return training.evaluate(state, test["images"], test["labels"],
+                             batch_size=self.config.eval_batch_size)
 
 
 class PoolProtocol(Protocol):
-  """Algorithm 1. Per round: `train` (fit + evaluate) then `query` (score + move k)."""
+  """Algorithm 1: train on the labeled set, evaluate, query k more (not after the last)."""
 
-  def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...]):
-    super().__init__(config, num_classes, image_shape)
-    self.fit = jax.jit(functools.partial(training.fit, epochs=config.epochs_per_round,
-                                         batch_size=config.batch_size), donate_argnums=0)
-    self.query = jax.jit(self._query)
+  def _initial_mask(self, seed_key, pool):
+    return initial_labeled(np.asarray(pool["labels"]), np.asarray(pool["valid"]),
+                           self.config.initial_size, seed_key,
+                           self.config.class_balanced_init)
 
-  def train(self, carry: dict, round_index: int, seed_key: jax.Array, pool: dict) -> tuple:
-    """Trains on the labeled set (fresh model unless keep_training). Returns (carry, metrics)."""
+  def round_step(self, carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+    cfg, pool, r = self.config, data["pool"], carry["round"]
     state = carry["train_state"]
-    if not self.config.keep_training:
-      state = self.init_state(stream_key(seed_key, INIT, round_index))
-    state, train_metrics = self.fit(state, pool["images"], pool["labels"], carry["labeled"],
-                                    stream_key(seed_key, TRAIN, round_index))
-    return {**carry, "train_state": state}, train_metrics
-
-  def _query(self, carry: dict, images: jax.Array, valid: jax.Array, metric_index: jax.Array,
-             key: jax.Array) -> tuple[dict, jax.Array]:
-    available = valid & ~carry["labeled"]
-    scores, selected = scoring.query_top_k(
-        carry["train_state"], images, available, metric_index, key,
-        k=self.config.query_size, chunk_size=self.config.chunk_size)
-    selected = jnp.where(scores > -jnp.inf, selected, images.shape[0])  # out of range: dropped
-    labeled = carry["labeled"].at[selected].set(True, mode="drop")
-    return {**carry, "labeled": labeled}, selected
-
-  def select(self, carry: dict, round_index: int, seed_key: jax.Array, pool: dict,
-             metric: str) -> tuple:
-    """Moves the `query_size` images most informative by `metric` to the labeled set."""
-    return self.query(carry, pool["images"], pool["valid"], jnp.int32(metrics.index(metric)),
-                      stream_key(seed_key, QUERY, round_index))
+    if not cfg.keep_training:
+      state = self.init_state(stream_key(run["key"], INIT, r))
+    state, train_metrics = training.fit(
+        state, pool["images"], pool["labels"], carry["labeled"],
+        stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
+        batch_size=cfg.batch_size)
+    strategy = acquisition.choose(self.strategies, run["metric"])
+    available = pool["valid"] & ~carry["labeled"]
+    selection = lax.cond(
+        r + 1 < self.num_rounds,
+        lambda: strategy(state, pool["images"], available, stream_key(run["key"], QUERY, r)),
+        lambda: acquisition.nothing(self._k))
+    round_metrics = {**train_metrics, **self.evaluate(state, data["test"]),
+                     "num_labeled": jnp.sum(carry["labeled"], dtype=jnp.int32),
+                     "epoch": (r + 1) * cfg.epochs_per_round, "selected": selection.indices}
+    carry = {"train_state": state, "round": r + 1,
+             "labeled": acquisition.labeled_after(carry["labeled"], selection)}
+    return carry, round_metrics
 
 
 def batch_selection(scores: jax.Array, valid: jax.Array, key: jax.Array, *, batch_size: int,
@@ -129,6 +150,22 @@ def batch_selection(scores: jax.Array, valid: jax.Array, key: jax.Array, *, batc
   return jax.random.permutation(shuffle_key, top).reshape(select_batches, batch_size)
 
 
+def train_on_batches(state: training.TrainState, images: jax.Array, labels: jax.Array,
+                     batches: jax.Array, key: jax.Array) -> tuple[training.TrainState, dict]:
+  """One SGD step per row of `batches` [S, B] (image indices); mean loss and accuracy."""
+  def step(i, carry):
+    state, loss_sum, acc_sum = carry
+    idx = batches[i]
+    state, m = training.train_step(state, {"image": images[idx], "label": labels[idx]},
+                                   jax.random.fold_in(key, i))
+    return state, loss_sum + m["loss"], acc_sum + m["accuracy"]
+
+  zero = jnp.zeros((), jnp.float32)
+  state, loss_sum, acc_sum = lax.fori_loop(0, batches.shape[0], step, (state, zero, zero))
+  return state, {"train_loss": loss_sum / batches.shape[0],
+                 "train_accuracy": acc_sum / batches.shape[0]}
+
+
 class ReselectProtocol(Protocol):
   """The authors' protocol: each epoch, rescore everything and train on the best batches."""
 
@@ -136,59 +173,33 @@ class ReselectProtocol(Protocol):
                num_valid: int):
     super().__init__(config, num_classes, image_shape)
     self.num_batches = num_valid // config.batch_size
-    self.choose = jax.jit(self._choose)
-    self.train_chosen = jax.jit(self._train_chosen, donate_argnums=0)
 
-  def _choose(self, carry: dict, images: jax.Array, valid: jax.Array, metric_index: jax.Array,
-              key: jax.Array) -> jax.Array:
-    cfg = self.config
-    scores = scoring.pool_scores(carry["train_state"], images, metric_index, key,
+  @property
+  def _k(self) -> int:
+    return self.config.select_batches * self.config.batch_size
+
+  def round_step(self, carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+    cfg, pool, r = self.config, data["pool"], carry["round"]
+    key = stream_key(run["key"], QUERY, r)
+    metric_index = acquisition.choose(self.strategies, run["metric"]).metric_index
+    scores = scoring.pool_scores(carry["train_state"], pool["images"], metric_index, key,
                                  chunk_size=cfg.chunk_size)
-    return batch_selection(scores, valid, key, batch_size=cfg.batch_size,
-                           num_batches=self.num_batches, select_batches=cfg.select_batches,
-                           select=cfg.select, aggregate=cfg.batch_aggregate)
-
-  def _train_chosen(self, carry: dict, images: jax.Array, labels: jax.Array,
-                    chosen: jax.Array, key: jax.Array) -> tuple[dict, dict]:
-    def step(i, carry):
-      state, loss_sum, acc_sum = carry
-      idx = chosen[i]
-      state, m = training.train_step(state, {"image": images[idx], "label": labels[idx]},
-                                     jax.random.fold_in(key, i))
-      return state, loss_sum + m["loss"], acc_sum + m["accuracy"]
-
-    zero = jnp.zeros((), jnp.float32)
-    state, loss_sum, acc_sum = lax.fori_loop(0, chosen.shape[0], step,
-                                             (carry["train_state"], zero, zero))
+    chosen = batch_selection(scores, pool["valid"], key, batch_size=cfg.batch_size,
+                             num_batches=self.num_batches, select_batches=cfg.select_batches,
+                             select=cfg.select, aggregate=cfg.batch_aggregate)
+    state, train_metrics = train_on_batches(carry["train_state"], pool["images"],
+                                            pool["labels"], chosen,
+                                            stream_key(run["key"], TRAIN, r))
+    round_metrics = {**train_metrics, **self.evaluate(state, data["test"]),
+                     "num_labeled": jnp.int32(chosen.size), "epoch": r + 1,
+                     "selected": chosen.reshape(-1)}
     labeled = jnp.zeros_like(carry["labeled"]).at[chosen.reshape(-1)].set(True)
-    train_metrics = {"train_loss": loss_sum / chosen.shape[0],
-                     "train_accuracy": acc_sum / chosen.shape[0]}
-    return {"train_state": state, "labeled": labeled}, train_metrics
-
-  def select(self, carry: dict, epoch: int, seed_key: jax.Array, pool: dict,
-             metric: str) -> jax.Array:
-    """Rescores the whole set by `metric`; image indices [select_batches, batch_size]."""
-    return self.choose(carry, pool["images"], pool["valid"], jnp.int32(metrics.index(metric)),
-                       stream_key(seed_key, QUERY, epoch))
-
-  def train(self, carry: dict, epoch: int, seed_key: jax.Array, pool: dict,
-            chosen: jax.Array) -> tuple[dict, dict]:
-    """One epoch on the chosen batches; the carry's mask marks what was trained on."""
-    return self.train_chosen(carry, pool["images"], pool["labels"], chosen,
-                             stream_key(seed_key, TRAIN, epoch))
+    return {"train_state": state, "labeled": labeled, "round": r + 1}, round_metrics
 
 
-@functools.lru_cache(maxsize=8)
 def make_protocol(config: Config, num_classes: int, image_shape: tuple[int, ...],
                   num_valid: int) -> Protocol:
-  """The compiled functions for `config`; runs that differ only in metric and seed share
-  them (the metric is a traced index, the seed enters through keys), so a grid of runs
-  compiles once. Call as make_protocol(shared_config(config), ...)."""
+  """The protocol object of `config` (pure functions of its static settings)."""
   if config.protocol == "pool":
     return PoolProtocol(config, num_classes, image_shape)
   return ReselectProtocol(config, num_classes, image_shape, num_valid)
-
-
-def shared_config(config: Config) -> Config:
-  """`config` with the fields that do not change compiled code (metric, seed) reset."""
-  return dataclasses.replace(config, metric="entropy", seed=0, data_dir=None)

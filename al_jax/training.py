@@ -17,7 +17,6 @@ import optax
 from flax import struct
 from jax import lax
 
-from al_jax import data as data_lib
 
 Batch = dict[str, jax.Array]
 
@@ -30,17 +29,15 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
   apply_fn: Any = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
-  dataset: str = struct.field(pytree_node=False)
 
   def logits(self, images: jax.Array, train: bool = False, key: jax.Array | None = None,
              params: Any = None):
     """uint8 images [B, H, W, C] -> logits [B, C] (and new batch stats when train)."""
     variables = {"params": self.params if params is None else params,
                  "batch_stats": self.batch_stats}
-    x = data_lib.normalize(images, self.dataset)
     if not train:
-      return self.apply_fn(variables, x, train=False)
-    return self.apply_fn(variables, x, train=True, rngs={"dropout": key},
+      return self.apply_fn(variables, images, train=False)
+    return self.apply_fn(variables, images, train=True, rngs={"dropout": key},
                          mutable=["batch_stats"])
 
 
@@ -51,13 +48,13 @@ def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
 
 
 def create_train_state(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...],
-                       tx: optax.GradientTransformation, dataset: str) -> TrainState:
+                       tx: optax.GradientTransformation) -> TrainState:
   """Fresh parameters for images of shape [H, W, C]."""
-  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables["batch_stats"], opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx, dataset=dataset)
+                    apply_fn=model.apply, tx=tx)
 
 
 def classification_metrics(logits: jax.Array, labels: jax.Array,

@@ -19,12 +19,13 @@ import time
 import jax
 from absl import app, flags
 
-from al_jax import benchmarking, experiment, metrics
+import al_jax
+from al_jax import benchmarking, experiment, metrics, specs
 
 RUN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "mnist", list(benchmarking.IMAGE_SHAPES), "Model and image shape.")
+flags.DEFINE_enum("dataset", "mnist", list(specs.NAMES), "Model and image shape.")
 flags.DEFINE_enum("format", "json", ["json"], "Output format.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
 flags.DEFINE_integer("pool_size", 20000, "Images scored per timed pool pass.")
@@ -126,4 +127,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  al_jax.configure_cpu()
   app.run(main)

@@ -116,11 +116,11 @@ def main(argv):
     table, _ = _table(runs)
     table += "\n\n" + _summary_table(runs)
     wall = _wall_s(workdir)
-    compute = sum(r["train_s"] + r["select_s"] + r["eval_s"]
-                  for seed_runs in runs.values() for recs in seed_runs for r in recs)
+    compute = sum(r["round_s"] for seed_runs in runs.values() for recs in seed_runs
+                  for r in recs)
     parts.append("Test accuracy, mean +- std over seeds:\n\n" + table + "\n")
     parts.append(f"Wall time {wall / 60:.1f} min for {sum(len(v) for v in runs.values())} runs "
-                 f"(train + select + evaluate: {compute / 60:.1f} min).\n" if wall else "")
+                 f"(rounds: {compute / 60:.1f} min).\n" if wall else "")
     os.makedirs(os.path.join(figures, name), exist_ok=True)
     pngs = []
     for png in ("test_accuracy.png", "train_loss.png", "per_class.png", "train_accuracy.png"):

@@ -3,9 +3,9 @@ r"""Runs pool-based active learning (or the authors' per-epoch reselection).
   python experiments/run.py --dataset=mnist --metric=entropy --protocol=pool \
       --initial_size=100 --query_size=100 --rounds=5 --seed=0 --data_dir=DIR --workdir=OUT
 
-Flags -> Config -> one library call (`al_jax.experiment.run_grid`). With one metric and
+Flags -> Config -> one library call (`al_jax.experiment.run`). With one metric and
 an explicit --seed the run writes OUT/results.jsonl; otherwise each (metric, seed)
-writes OUT/<metric>/seed_<s>/results.jsonl and OUT/summary.json sums them up.
+writes OUT/<metric>/seed_<s>/results.jsonl; OUT/summary.json sums them up.
 Started again with the same flags and workdir, a run continues where it stopped.
 """
 
@@ -13,14 +13,17 @@ import sys
 
 from absl import app, flags, logging
 
+import al_jax
+from al_jax import acquisition, specs
 from al_jax import config as config_lib
 from al_jax import data as data_lib
 from al_jax import experiment, metrics
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(config_lib.DATASETS)}.")
+flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}.")
 flags.DEFINE_string("metric", "entropy",
-                    f"One of {', '.join(metrics.NAMES)}, or 'all' for the paper's comparison.")
+                    f"One of {', '.join(acquisition.NAMES)}, or 'all' for the paper's "
+                    "comparison (its five), or a comma-separated list.")
 flags.DEFINE_integer("seed", 0, "Seed of a single run (when given, --seeds is ignored).")
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0..seeds-1) to run and average.")
 flags.DEFINE_string("protocol", "pool",
@@ -54,10 +57,11 @@ flags.DEFINE_integer("chunk_size", 1000, "Pool images scored per compiled chunk.
 flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<protocol>).")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir and start afresh.")
 flags.DEFINE_bool("plot", True, "Write PNG figures after the runs.")
-flags.DEFINE_enum("vmap_runs", "auto", ["auto", "true", "false"],
-                  "pool: train and score all (metric, seed) runs together as one vmapped "
-                  "program. auto = on GPU/TPU, off on CPU (where XLA runs the stacked "
-                  "convolutions slower than one run after another; docs/BENCHMARKS.md).")
+flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
+                  "Run all (metric, seed) runs of a round as one vmapped program (true) or "
+                  "one after another in the same program (false). auto = vmap on GPU/TPU, "
+                  "not on CPU, where XLA runs the stacked convolutions slower "
+                  "(docs/BENCHMARKS.md). Results are the same; a job resumes across it.")
 
 
 def main(argv):
@@ -65,13 +69,16 @@ def main(argv):
   logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   if len(argv) > 1:
     raise config_lib.ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-  metric_names = metrics.NAMES if FLAGS.metric == "all" else (FLAGS.metric,)
+  metric_names = (metrics.NAMES if FLAGS.metric == "all"
+                  else tuple(m.strip() for m in FLAGS.metric.split(",")))
+  if FLAGS.seeds <= 0:
+    raise config_lib.ConfigError(f"--seeds must be a positive integer, got {FLAGS.seeds}")
   seeds = (FLAGS.seed,) if FLAGS["seed"].present else tuple(range(FLAGS.seeds))
   rounds = FLAGS.rounds
   if FLAGS.budget is not None:
     rounds = config_lib.rounds_for_budget(FLAGS.budget, FLAGS.initial_size, FLAGS.query_size)
   config = config_lib.Config(
-      dataset=FLAGS.dataset, metric=metric_names[0], seed=seeds[0], protocol=FLAGS.protocol,
+      dataset=FLAGS.dataset, metrics=metric_names, seeds=seeds, protocol=FLAGS.protocol,
       data_dir=FLAGS.data_dir, classes=data_lib.parse_classes(FLAGS.classes),
       image_size=FLAGS.image_size, pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
@@ -80,14 +87,10 @@ def main(argv):
       select_batches=FLAGS.select_batches, select=FLAGS.select,
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
-      weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size)
-  if FLAGS.seeds <= 0:
-    raise config_lib.ConfigError(f"--seeds must be a positive integer, got {FLAGS.seeds}")
+      weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size, vmap_runs=FLAGS.vmap_runs)
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
-  summary = experiment.run_grid(config, metric_names, seeds, workdir,
-                                overwrite=FLAGS.overwrite, plot=FLAGS.plot,
-                                vmap_runs=FLAGS.vmap_runs)
-  for metric, s in summary.items():
+  runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot)
+  for metric, s in experiment.summarize(runs).items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])
 
@@ -101,4 +104,5 @@ def entry(argv):
 
 
 if __name__ == "__main__":
+  al_jax.configure_cpu()
   app.run(entry)

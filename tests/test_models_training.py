@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from jax import lax
 
-from al_jax import models, training
+from al_jax import models, specs, training
 
 
 def _state(dataset="mnist", num_classes=10, image_shape=(28, 28, 1), lr=0.01, wd=0.0):
-  model = models.create_model(dataset, num_classes)
+  model = models.create_model(specs.get(dataset), num_classes)
   tx = training.make_optimizer(lr, 0.9, wd)
-  return training.create_train_state(model, jax.random.key(0), image_shape, tx, dataset)
+  return training.create_train_state(model, jax.random.key(0), image_shape, tx)
 
 
 def _images(n, shape=(28, 28, 1), seed=1):

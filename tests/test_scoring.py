@@ -6,14 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from al_jax import metrics, models, scoring, training
+from al_jax import metrics, models, scoring, specs, training
 
 
 @pytest.fixture(scope="module")
 def state():
-  model = models.create_model("mnist", 10)
+  model = models.create_model(specs.get("mnist"), 10)
   tx = training.make_optimizer(0.01, 0.9, 0.0)
-  return training.create_train_state(model, jax.random.key(0), (28, 28, 1), tx, "mnist")
+  return training.create_train_state(model, jax.random.key(0), (28, 28, 1), tx)
 
 
 @pytest.fixture(scope="module")

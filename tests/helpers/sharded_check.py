@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from al_jax import data, metrics, models, scoring, sharding, training
+from al_jax import data, metrics, models, scoring, sharding, specs, training
 
 
 def main():
@@ -19,9 +19,9 @@ def main():
   dataset = data.load("mnist", "sample")
   images = jnp.asarray(dataset.train_images[:480])
   labels = jnp.asarray(dataset.train_labels[:480])
-  model = models.create_model("mnist", 10)
+  model = models.create_model(specs.get("mnist"), 10)
   tx = training.make_optimizer(0.01, 0.9, 0.0)
-  state = training.create_train_state(model, jax.random.key(0), (28, 28, 1), tx, "mnist")
+  state = training.create_train_state(model, jax.random.key(0), (28, 28, 1), tx)
   mask = jnp.arange(480) < 256
   fit = functools.partial(training.fit, epochs=2, batch_size=64)
   single_state, single_m = jax.jit(fit)(state, images, labels, mask, jax.random.key(1))

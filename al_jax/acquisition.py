@@ -1,0 +1,107 @@
+"""Acquisition strategies: given the model state, the pool and a key, choose k images.
+
+Every strategy has one signature,
+
+    strategy(state, images, available, key) -> Selection
+      state: training.TrainState; images: [N, H, W, C] uint8 (N a multiple of the
+      scoring chunk); available: [N] bool (unlabeled, not padding); key: a PRNG key
+      Selection: indices [k] int32 pool positions, best first, -1 where fewer than k
+      images were available; scores [k] float32, -inf at those -1 slots
+
+with its static settings (k, chunk size, options) fixed when it is built, so the round
+loop calls any strategy the same way and never needs to know which it is. `TopK`
+covers the paper's per-image scorers (`al_jax.metrics`) through the chunked running
+top-k; a strategy that chooses a set jointly (from embeddings, say) is any other
+callable with this signature, registered in `FACTORIES`.
+
+Runs with different strategies share one compiled program: `choose(strategies, index)`
+picks one at run time from a traced index. Per-image scorers are fused into a single
+pass over the pool (the scorer is switched per image); other strategies go through
+`lax.switch`.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+
+from al_jax import metrics, scoring
+from al_jax.training import TrainState
+
+
+class Selection(NamedTuple):
+  """k chosen pool images: indices [k] int32 (-1 = none left), scores [k] float32."""
+  indices: jax.Array
+  scores: jax.Array
+
+
+class Acquisition(Protocol):
+  """(state, images [N, H, W, C], available [N] bool, key) -> Selection of k images."""
+
+  def __call__(self, state: TrainState, images: jax.Array, available: jax.Array,
+               key: jax.Array) -> Selection:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+  """The k available images with the highest per-image score.
+
+  metric_index: position in `metrics.NAMES` of the scorer (may be traced). Scores are
+  computed chunk by chunk with a running top-k, so memory does not grow with the pool;
+  each image's key is fold_in(key, pool index), ties go to the lower index.
+  """
+  metric_index: ArrayLike
+  k: int
+  chunk_size: int = 1000
+
+  def __call__(self, state: TrainState, images: jax.Array, available: jax.Array,
+               key: jax.Array) -> Selection:
+    scores, indices = scoring.query_top_k(state, images, available, self.metric_index, key,
+                                          k=self.k, chunk_size=self.chunk_size)
+    return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+
+
+def _top_k_factory(name: str) -> Callable[..., Acquisition]:
+  return lambda k, chunk_size: TopK(metrics.index(name), k, chunk_size)
+
+
+# name -> factory(k, chunk_size) -> Acquisition. The paper's scorers and random.
+FACTORIES: dict[str, Callable[..., Acquisition]] = {
+    name: _top_k_factory(name) for name in metrics.NAMES}
+NAMES: tuple[str, ...] = tuple(FACTORIES)
+
+
+def make(name: str, *, k: int, chunk_size: int = 1000) -> Acquisition:
+  """The strategy called `name`, choosing `k` images; ValueError for an unknown name."""
+  if name not in FACTORIES:
+    raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(NAMES)}")
+  return FACTORIES[name](k=k, chunk_size=chunk_size)
+
+
+def choose(strategies: Sequence[Acquisition], index: ArrayLike) -> Acquisition:
+  """strategies[index], picked at run time (`index` may be traced)."""
+  if len(strategies) == 1:
+    return strategies[0]
+  first = strategies[0]
+  if all(isinstance(s, TopK) and (s.k, s.chunk_size) == (first.k, first.chunk_size)
+         for s in strategies):
+    metric_indices = jnp.asarray([s.metric_index for s in strategies], jnp.int32)
+    return TopK(metric_indices[index], first.k, first.chunk_size)
+  return lambda *args: lax.switch(index, list(strategies), *args)
+
+
+def labeled_after(labeled: jax.Array, selection: Selection) -> jax.Array:
+  """The labeled mask [N] with the selection's images added (-1 slots ignored)."""
+  n = labeled.shape[0]
+  return labeled.at[jnp.where(selection.indices >= 0, selection.indices, n)].set(
+      True, mode="drop")
+
+
+def nothing(k: int) -> Selection:
+  """A selection of no image (k slots of -1), e.g. after the last round."""
+  return Selection(jnp.full((k,), -1, jnp.int32), jnp.full((k,), -jnp.inf, jnp.float32))
