@@ -15,6 +15,7 @@ stopped.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -159,6 +160,21 @@ def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
   return step
 
 
+@functools.lru_cache(maxsize=8)
+def compiled_protocol(config: Config, num_classes: int, image_shape: tuple[int, ...],
+                      num_valid: int, vmap: bool) -> tuple[protocols.Protocol, Any]:
+  """(protocol, jitted mapped round step) for `config`. Jobs that differ only in seeds,
+  data folder or run layout flag share them (and their compiled code); call with
+  `static_config(config)`."""
+  protocol = protocols.make_protocol(config, num_classes, image_shape, num_valid)
+  return protocol, jax.jit(mapped_round_step(protocol, vmap), donate_argnums=0)
+
+
+def static_config(config: Config) -> Config:
+  """`config` with the fields that do not change compiled code reset."""
+  return dataclasses.replace(config, seeds=(0,), data_dir=None, vmap_runs="auto")
+
+
 def _stack(trees: list) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -172,19 +188,21 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   check_workdir(config, workdir, overwrite)
-  protocol = protocols.make_protocol(config, len(data.class_names),
-                                     tuple(data.pool["images"].shape[1:]), data.num_pool)
+  protocol, step = compiled_protocol(static_config(config), len(data.class_names),
+                                     tuple(data.pool["images"].shape[1:]), data.num_pool,
+                                     use_vmap(config.vmap_runs))
   runs = config.runs
   first_carry = {seed: protocol.initial_carry(seed, data.pool) for seed in config.seeds}
   carry = _stack([first_carry[seed] for _, seed in runs])
   run_inputs = {"key": jnp.stack([jax.random.key(seed) for _, seed in runs]),
                 "metric": jnp.array([config.metrics.index(m) for m, _ in runs], jnp.int32)}
   step_data = {"pool": data.pool, "test": data.test}
-  step = jax.jit(mapped_round_step(protocol, use_vmap(config.vmap_runs)), donate_argnums=0)
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
+    # Fresh and restored carries alike committed to one device: one compiled step.
+    carry = jax.device_put(carry, jax.local_devices()[0])
     started = time.perf_counter()
     for r in range(start, protocol.num_rounds):
       t = time.perf_counter()

@@ -45,8 +45,13 @@ def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
 
 
 def select_top_k(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
-  """Indices of the k highest scores among `available`.  scores, available: [N] -> [k]."""
-  return lax.top_k(jnp.where(available, scores, -jnp.inf), k)[1]
+  """Indices of the k highest scores among `available`.  scores, available: [N] -> [k].
+
+  Best first, ties to the lower index. When fewer than k images are available the
+  tail is -1 (never an unavailable index).
+  """
+  top_scores, indices = lax.top_k(jnp.where(available, scores, -jnp.inf), k)
+  return jnp.where(top_scores > -jnp.inf, indices, -1)
 
 
 def merge_top_k(best_scores: jax.Array, best_indices: jax.Array, scores: jax.Array,

@@ -147,3 +147,26 @@ class RandomAndLookupTest(parameterized.TestCase):
     out = metrics.score_logits(name, huge)
     chex.assert_tree_all_finite(out)
     np.testing.assert_allclose(out[0], 0.0, atol=1e-6)
+
+
+SCORE_FNS = {name: metrics.get(name) for name in metrics.NAMES}
+SCORE_FNS.update({f"score_logits_{name}": (lambda x, k, n=name: metrics.score_logits(
+    n, jnp.log(x), k)) for name in metrics.NAMES})
+
+
+class VmapVariantTest(parameterized.TestCase):
+  """Every scorer, `random` and `score_logits` included, gives the same values called
+  directly, under jit, and under vmap (one row and one key per call)."""
+
+  @parameterized.parameters(*SCORE_FNS)
+  def test_jit_and_vmap_equal_row_by_row(self, name):
+    fn = SCORE_FNS[name]
+    probs = jax.random.dirichlet(jax.random.key(7), jnp.ones(5), (6,))
+    keys = jax.random.split(jax.random.key(8), 6)
+    rows = np.array([fn(probs[i], keys[i]) for i in range(6)])
+    np.testing.assert_allclose(jax.vmap(fn)(probs, keys), rows, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(jax.vmap(fn))(probs, keys), rows, rtol=1e-6,
+                               atol=1e-7)
+    np.testing.assert_allclose(jax.jit(fn)(probs[2], keys[2]), rows[2], rtol=1e-6)
+    if not name.endswith("random"):  # deterministic: the batch call equals the rows
+      np.testing.assert_allclose(fn(probs, keys[0]), rows, rtol=1e-6, atol=1e-7)

@@ -67,6 +67,9 @@ def test_fewer_available_than_k_gives_minus_inf(state, pool):
                                             k=4, chunk_size=40)
   assert sorted(np.asarray(top_idx[:2]).tolist()) == [5, 77]
   assert np.all(np.isneginf(np.asarray(top_scores[2:])))
+  np.testing.assert_array_equal(top_idx[2:], [-1, -1])
+  scores = jnp.arange(120.0)
+  np.testing.assert_array_equal(scoring.select_top_k(scores, available, 4), [77, 5, -1, -1])
 
 
 def test_query_compiles_once_while_the_labeled_set_grows(state, pool):
