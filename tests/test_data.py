@@ -1,16 +1,18 @@
 """Tests of al_jax.data on the shipped sample and, when AL_JAX_DATA_DIR is set, the full data.
 
-No test touches the network: the TFDS fallback is exercised with a stand-in module.
-Fruits-360 decodes are cached in a session-scoped temporary AL_JAX_CACHE_DIR.
+No test touches the network: downloads point at a closed local port here (see
+test_download.py for a local server). Decodes are cached in a session-scoped temporary
+AL_JAX_CACHE_DIR.
 """
 
 import dataclasses
+import errno
 import gzip
+import logging
 import os
 import re
 import shutil
-import sys
-import types
+import socket
 
 import jax
 import numpy as np
@@ -18,6 +20,8 @@ import pytest
 from PIL import Image
 
 from al_jax import data
+from al_jax import download
+from al_jax import fruits360
 
 SAMPLE_MNIST = os.path.join(data.SAMPLE_DIR, "mnist")
 SAMPLE_FRUITS = os.path.join(data.SAMPLE_DIR, "fruits360")
@@ -42,6 +46,15 @@ def _cache_dir(tmp_path_factory):
     cache = tmp_path_factory.mktemp("al_jax_cache")
     mp.setenv(data.CACHE_DIR_ENV, str(cache))
     yield cache
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+  """Any download goes to a local port where nothing listens (connection refused)."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  monkeypatch.setenv(download.URL_ENV, f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture
@@ -374,70 +387,127 @@ def test_dataset_is_frozen(no_env):
   assert "train_images=(600, 28, 28, 1)" in repr(ds)
 
 
-# ------------------------------------------------------------------------ TFDS fallback
+# ------------------------------------------------------------ sources and look-up order
 
 
-def _fake_tfds(monkeypatch, load):
-  fake = types.ModuleType("tensorflow_datasets")
-  fake.load = load
-  fake.as_numpy = lambda tree: tree
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+def test_sources(no_env, monkeypatch, tmp_path):
+  assert data.load("mnist", "sample").source == "sample"
+  assert data.load("mnist", SAMPLE_MNIST).source == "data_dir"
+  assert data.load("mnist", "sample", classes=("0", "1")).source == "sample"
+  monkeypatch.setenv(data.DATA_DIR_ENV, SAMPLE_MNIST)
+  assert data.load("mnist").source == "data_dir"
+  assert "source='data_dir'" in repr(data.load("mnist"))
 
 
-def test_tfds_failure_is_one_line_data_error(monkeypatch):
-  def load(*args, **kwargs):
-    raise RuntimeError("no network\nlong traceback text")
+def test_packaged_mnist(no_env):
+  """No data folder: the full original MNIST shipped in the package, offline."""
+  ds = data.load("mnist")
+  assert ds.source == "packaged"
+  assert ds.train_images.shape == (60000, 28, 28, 1)
+  assert ds.test_images.shape == (10000, 28, 28, 1)
+  assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
+  assert np.bincount(ds.test_labels).tolist() == MNIST_TEST_COUNTS
+  np.testing.assert_array_equal(ds.train_images[:600],
+                                data.load("mnist", "sample").train_images)
+  for fname, (size, sha256) in ((f, download.CHECKSUMS[f"mnist/{f}"]) for f in data.IDX_FILES):
+    path = os.path.join(data.PACKAGED_MNIST_DIR, fname)
+    assert download._check(path, size, sha256) is None, fname
 
-  _fake_tfds(monkeypatch, load)
+
+def test_env_wins_over_packaged(monkeypatch):
+  monkeypatch.setenv(data.DATA_DIR_ENV, "sample")
+  ds = data.load("mnist")
+  assert ds.source == "sample" and ds.train_images.shape == (600, 28, 28, 1)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "fruits360"])
+def test_no_network_is_one_line(no_env, name):
   with pytest.raises(data.DataError) as err:
-    data.load("mnist")
+    data.load(name)
   msg = str(err.value)
-  assert msg.startswith("could not download mnist with TFDS (no network; TFDS needs "
-                        "network and TensorFlow: pip install 'al_jax[tfds]'); or pass "
-                        "--data_dir=DIR pointing at a local copy")
-  assert "train-images-idx3-ubyte.gz" in msg and "AL_JAX_DATA_DIR" in msg
-  assert "\n" not in msg
+  assert "\n" not in msg and "cannot download http://127.0.0.1:" in msg
+  assert "pass --data_dir=DIR" in msg and data.DATA_DIR_ENV in msg
 
 
-def test_tfds_missing_is_data_error(monkeypatch):
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Import fails.
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-  with pytest.raises(data.DataError, match="could not download fashion_mnist with TFDS"):
-    data.load("fashion_mnist")
+def test_no_network_without_packaged_mnist(no_env, monkeypatch, tmp_path):
+  monkeypatch.setattr(data, "PACKAGED_MNIST_DIR", str(tmp_path / "none"))
+  with pytest.raises(data.DataError, match=r"cannot download .*/mnist/train-images"):
+    data.load("mnist")
 
 
-def test_tfds_arrays_are_converted(monkeypatch):
-  calls = []
-
-  def load(name, split, batch_size, as_supervised):
-    calls.append((name, split, batch_size, as_supervised))
-    x = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28, 1)
-    return [(x, np.array([0, 1, 9])), (x[:1], np.array([4]))]
-
-  _fake_tfds(monkeypatch, load)
-  ds = data.load("mnist", classes=("1", "9"))
-  assert calls == [("mnist", ["train", "test"], -1, True)]
-  assert ds.train_labels.tolist() == [0, 1] and ds.train_labels.dtype == np.int32
-  assert ds.test_images.shape == (0, 28, 28, 1)
+def test_default_urls(monkeypatch):
+  monkeypatch.delenv(download.URL_ENV)
+  assert download.source_url("mnist", "t10k-labels-idx1-ubyte.gz") == (
+      "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz")
+  assert download.source_url("fashion_mnist", "t10k-labels-idx1-ubyte.gz").startswith(
+      "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k")
+  assert download.source_url("fruits360", download.FRUITS360_ZIP) == fruits360.ARCHIVE_URL
 
 
-def test_tfds_fruits_are_resized(monkeypatch):
-  pytest.importorskip("tensorflow_datasets")
-  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel,unused-import
-  images = np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), np.uint8)
+def test_checksums_match_full_copies():
+  """The checksum table agrees with the byte-identical copies in AL_JAX_DATA_DIR."""
+  if not FULL_DATA:
+    pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+  for key, (size, sha256) in download.CHECKSUMS.items():
+    path = os.path.join(FULL_DATA, *key.split("/"))
+    assert download._check(path, size, sha256) is None, key
 
-  def load(name, **kwargs):
-    assert name == "fruits360"
-    return [(images, np.array([0, 9])), (images, np.array([3, 3]))]
 
-  _fake_tfds(monkeypatch, load)
-  ds = data.load("fruits360", image_size=32)
-  assert ds.train_images.shape == (2, 32, 32, 3) and ds.class_names == data.FRUIT_CATEGORIES
-  expected = np.asarray(Image.fromarray(images[1]).resize((32, 32),
-                                                          Image.Resampling.BILINEAR))
-  np.testing.assert_array_equal(ds.train_images[1], expected)
-  assert data.load("fruits360", image_size=100).train_images.shape == (2, 100, 100, 3)
+# -------------------------------------------------------------- one Fruits-360 rule
+
+
+def test_variety_rule():
+  assert len(fruits360.PAPER_VARIETIES) == 52
+  assert fruits360.variety_label("Apple Braeburn 1") == 0
+  assert fruits360.variety_label("Apple Braeburn") == 0  # Pre-2024 name.
+  assert fruits360.variety_label("banana  1") == 3
+  assert fruits360.variety_label("Pear Abate 1") == 4
+  for later in ("Apple 6", "Apple hit 1", "Pear 3", "Kiwi 1", ""):
+    assert fruits360.variety_label(later) is None, later
+  # The category rule alone (first word) would keep the 2021 varieties.
+  assert fruits360.fruit_category("Apple 6") == 0
+
+
+def test_later_varieties_are_ignored_locally(no_env, tmp_path):
+  folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Banana 1"))
+  shutil.copytree(os.path.join(folder, "Training", "Apple Braeburn 1"),
+                  os.path.join(folder, "Training", "Apple 6"))
+  ds = data.load("fruits360", folder)
+  assert ds.train_labels.tolist() == [0, 0, 0, 3, 3, 3]
+
+
+def _builder_counts(split_dir):
+  """Class counts by the TFDS builder's filter (its generator when TFDS imports)."""
+  try:
+    from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    labels = [label for _, _, label in fruits360.list_split(split_dir)]
+  else:
+    gen = fruits360_tfds.Fruits360._generate_examples(None, split_dir)
+    labels = [fruits360.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in gen]
+  return np.bincount(labels, minlength=10).tolist()
+
+
+@pytest.mark.parametrize("which", ["sample", "with_later_varieties", "full"])
+def test_local_and_tfds_rules_agree(no_env, tmp_path, which):
+  if which == "full":
+    if not FULL_DATA:
+      pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+    folder = os.path.join(FULL_DATA, "fruits360")
+  elif which == "sample":
+    folder = SAMPLE_FRUITS
+  else:
+    folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Pear 1"))
+    for later in ("Apple 6", "Pear 3"):
+      shutil.copytree(os.path.join(folder, "Test", "Pear 1"), os.path.join(folder, "Test",
+                                                                           later))
+  listing = data._list_fruits(folder)
+  for split in data.FRUIT_SPLITS:
+    local = np.bincount([c for _, _, c in listing[split]], minlength=10).tolist()
+    assert local == _builder_counts(os.path.join(folder, split)), split
+  if which == "full":
+    assert np.bincount([c for _, _, c in listing["Training"]]).tolist() == \
+        FRUITS_TRAIN_COUNTS
 
 
 def test_fruits360_builder(tmp_path):
@@ -446,8 +516,8 @@ def test_fruits360_builder(tmp_path):
   builder_cls = fruits360_tfds.Fruits360
   assert issubclass(builder_cls, tfds.core.GeneratorBasedBuilder)
   assert builder_cls.name == "fruits360" and str(builder_cls.VERSION) == "1.0.0"
-  assert len(fruits360_tfds.PAPER_VARIETIES) == 52
-  assert fruits360_tfds._find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
+  assert fruits360_tfds.PAPER_VARIETIES is fruits360.PAPER_VARIETIES
+  assert fruits360.find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
   builder = builder_cls(data_dir=str(tmp_path))
   assert builder.info.features["label"].names == list(data.FRUIT_CATEGORIES)
   assert builder.info.features["image"].shape == (100, 100, 3)
