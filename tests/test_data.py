@@ -625,3 +625,196 @@ def test_full_fruits360_cached_subset(full_fruits, monkeypatch):
   binary = data.load("fruits360", classes=("apple", "banana"))
   assert np.bincount(binary.train_labels).tolist() == [5117, 1144]
   assert np.bincount(binary.test_labels).tolist() == [2134, 484]
+
+
+# ----------------------------------------------------------------- the user's own folder
+
+FRUIT_CLASSES = ("Banana 1", "Apple Braeburn 1", "Plum 1")
+
+
+def _jpegs(variety, split="Training"):
+  folder = os.path.join(SAMPLE_FRUITS, split, variety)
+  return [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+
+
+def _user_folder(root, train=4, test=2, classes=FRUIT_CLASSES) -> str:
+  """root/train/<class>/ (and root/test/<class>/ if test) of sample Fruits-360 JPEGs."""
+  for split, count, src in (("train", train, "Training"), ("test", test, "Test")):
+    for cls in classes[:len(classes) if count else 0]:
+      os.makedirs(root / split / cls)
+      for path in _jpegs(cls, src)[:count]:
+        shutil.copyfile(path, root / split / cls / os.path.basename(path))
+  return str(root)
+
+
+def _mnist_pngs(folder, digits, per_digit=3, offset=0):
+  """Real MNIST sample digits as greyscale PNGs: folder/<digit>/<i>.png."""
+  ds = data.load("mnist", "sample")
+  for d in digits:
+    os.makedirs(folder / str(d), exist_ok=True)
+    for i in np.flatnonzero(ds.train_labels == d)[offset:offset + per_digit]:
+      Image.fromarray(ds.train_images[i, ..., 0]).save(folder / str(d) / f"{i:05d}.png")
+
+
+def test_folder_with_test_split(tmp_path):
+  folder = _user_folder(tmp_path)
+  ds = data.load("folder", folder, image_size=20)
+  assert ds.name == "folder" and ds.source == "data_dir"
+  assert ds.class_names == tuple(sorted(FRUIT_CLASSES))
+  assert ds.train_images.shape == (12, 20, 20, 3) and ds.train_images.dtype == np.uint8
+  assert ds.train_labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+  assert ds.test_labels.tolist() == [0, 0, 1, 1, 2, 2] and ds.test_labels.dtype == np.int32
+  with Image.open(_jpegs("Apple Braeburn 1")[0]) as img:
+    img.draft("RGB", (20, 20))  # Large JPEGs are decoded at 1/2, 1/4 or 1/8 first.
+    assert img.size == (25, 25)
+    expected = np.asarray(img.convert("RGB").resize((20, 20), Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(ds.train_images[0], expected)
+  sub = data.load("folder", folder, image_size=20, classes="plum 1,banana_1")
+  assert sub.class_names == ("Plum 1", "Banana 1")
+  assert sub.train_labels.tolist() == [1] * 4 + [0] * 4  # Banana images come first.
+
+
+def test_folder_seeded_stratified_split(tmp_path):
+  folder = _user_folder(tmp_path, train=10, test=0)
+  ds = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  assert np.bincount(ds.test_labels).tolist() == [3, 3, 3]
+  assert np.bincount(ds.train_labels).tolist() == [7, 7, 7]
+  again = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  np.testing.assert_array_equal(again.test_images, ds.test_images)
+  other = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=2)
+  assert not np.array_equal(other.test_images, ds.test_images)
+  # Every image is in exactly one split.
+  all_images = np.concatenate([ds.train_images, ds.test_images]).reshape(30, -1)
+  assert len(np.unique(all_images, axis=0)) == 30
+
+
+def test_split_stratified():
+  labels = np.array([0] * 10 + [1] * 3 + [2])
+  train, test = data.split_stratified(labels, 0.2, seed=0)
+  assert np.bincount(labels[test], minlength=3).tolist() == [2, 1, 0]  # One image stays.
+  assert sorted(np.concatenate([train, test]).tolist()) == list(range(14))
+  assert np.all(np.diff(test) > 0)
+  np.testing.assert_array_equal(data.split_stratified(labels, 0.2, seed=0)[1], test)
+
+
+def test_folder_greyscale_is_one_channel(tmp_path):
+  _mnist_pngs(tmp_path / "train", (3, 7))
+  _mnist_pngs(tmp_path / "Test", (3, 7), per_digit=1, offset=5)
+  ds = data.load("folder", tmp_path, image_size=28)
+  assert ds.class_names == ("3", "7") and ds.train_images.shape == (6, 28, 28, 1)
+  assert ds.test_images.shape == (2, 28, 28, 1)
+  mnist = data.load("mnist", "sample")
+  first = np.flatnonzero(mnist.train_labels == 3)[0]
+  np.testing.assert_array_equal(ds.train_images[0], mnist.train_images[first])
+
+
+def test_folder_mixed_modes_sizes_and_formats(tmp_path):
+  _mnist_pngs(tmp_path / "train", (1,))  # 28x28 greyscale PNGs.
+  _user_folder(tmp_path, train=2, test=0, classes=("Banana 1",))  # 100x100 RGB JPEGs.
+  with Image.open(_jpegs("Plum 1")[0]) as img:
+    os.makedirs(tmp_path / "train" / "plum" / "nested")
+    img.save(tmp_path / "train" / "plum" / "a.bmp")
+    img.convert("RGBA").save(tmp_path / "train" / "plum" / "b.PNG")
+    img.resize((60, 40)).save(tmp_path / "train" / "plum" / "nested" / "c.webp")
+    grey16 = np.asarray(img.convert("L"), np.uint16) * 257
+  Image.fromarray(grey16).save(tmp_path / "train" / "plum" / "d.png")  # 16-bit grey.
+  ds = data.load("folder", tmp_path, image_size=16, test_fraction=0.5)
+  assert ds.class_names == ("1", "Banana 1", "plum")
+  assert ds.train_images.shape[1:] == (16, 16, 3)
+  assert len(ds.train_labels) + len(ds.test_labels) == 3 + 2 + 4
+  images = np.concatenate([ds.train_images, ds.test_images])
+  labels = np.concatenate([ds.train_labels, ds.test_labels])
+  grey = images[labels == 0]
+  assert np.all(grey[..., 0] == grey[..., 1]) and np.all(grey[..., 1] == grey[..., 2])
+  assert images[labels == 2].max() > 0  # The 16-bit image is not clipped to white/black.
+
+
+def test_folder_skips_bad_files_with_one_warning(tmp_path, caplog):
+  folder = _user_folder(tmp_path, train=4, test=0)
+  banana = tmp_path / "train" / "Banana 1"
+  (banana / "broken.jpg").write_bytes(b"not a jpeg at all")
+  raw = open(_jpegs("Banana 1")[5], "rb").read()
+  (banana / "cut.jpg").write_bytes(raw[:len(raw) // 3])
+  (banana / "notes.txt").write_text("my labels")
+  (tmp_path / "train" / "stray.jpg").write_bytes(raw)  # Outside any class folder.
+  (banana / ".DS_Store").write_bytes(b"\0")  # Hidden: ignored silently.
+  with caplog.at_level(logging.WARNING):
+    ds = data.load("folder", folder, image_size=8, test_fraction=0.25)
+  lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(lines) == 1
+  assert lines[0].startswith(f"skipped 4 of 16 files under {folder}: 2 unreadable")
+  assert "2 not images" in lines[0] and "\n" not in lines[0]
+  assert len(ds.train_labels) + len(ds.test_labels) == 12
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):  # From the cache: the same one line.
+    data.load("folder", folder, image_size=8, test_fraction=0.25)
+  assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_folder_cache(tmp_path, monkeypatch):
+  folder = _user_folder(tmp_path, train=3, test=1)
+  first = data.load("folder", folder, image_size=12)
+
+  def no_decode(*args, **kwargs):
+    raise AssertionError("cache miss")
+
+  with monkeypatch.context() as m:
+    m.setattr(data, "_decode_many", no_decode)
+    again = data.load("folder", folder, image_size=12)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    np.testing.assert_array_equal(again.test_labels, first.test_labels)
+    path = os.path.join(folder, "train", "Plum 1", os.listdir(
+        os.path.join(folder, "train", "Plum 1"))[0])
+    os.utime(path, ns=(0, 0))  # A changed file is decoded again.
+    with pytest.raises(AssertionError, match="cache miss"):
+      data.load("folder", folder, image_size=12)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty_class", r"class folder .*Plum 1 holds no images"),
+    ("empty_test_class", r"class folder .*test/Plum 1 holds no images"),
+    ("unknown_test_class", r"classes Kiwi are in .*test but not in .*train"),
+    ("single_class", r"holds 1 class folder\(s\) \(Banana 1\); need at least 2"),
+    ("all_unreadable", r"no readable training images of class Plum 1"),
+    ("dir_loop", r"symlink loop: .*Plum 1/back leads back to"),
+    ("self_loop", r"symlink loop at .*Plum 1/self"),
+    ("no_train", r"no train/ folder in"),
+    ("missing", r"data folder .*nowhere does not exist"),
+    ("fraction", r"test_fraction must be between 0 and 1"),
+    ("no_dir", r"needs --data_dir=DIR"),
+])
+def test_folder_errors(tmp_path, case, match):
+  folder = _user_folder(tmp_path, train=2, test=1)
+  plum = tmp_path / "train" / "Plum 1"
+  kwargs = {}
+  if case == "empty_class":
+    shutil.rmtree(plum)
+    os.makedirs(plum)
+    (plum / "readme.txt").write_text("todo")
+  elif case == "empty_test_class":
+    shutil.rmtree(tmp_path / "test" / "Plum 1")
+    os.makedirs(tmp_path / "test" / "Plum 1")
+  elif case == "unknown_test_class":
+    shutil.copytree(tmp_path / "test" / "Plum 1", tmp_path / "test" / "Kiwi")
+  elif case == "single_class":
+    for cls in ("Plum 1", "Apple Braeburn 1"):
+      shutil.rmtree(tmp_path / "train" / cls)
+  elif case == "all_unreadable":
+    for name in os.listdir(plum):
+      (plum / name).write_bytes(b"garbage")
+  elif case == "dir_loop":
+    os.symlink(tmp_path / "train", plum / "back")
+  elif case == "self_loop":
+    os.symlink(plum / "self", plum / "self")
+  elif case == "no_train":
+    shutil.rmtree(tmp_path / "train")
+  elif case == "missing":
+    folder = str(tmp_path / "nowhere")
+  elif case == "fraction":
+    shutil.rmtree(tmp_path / "test")
+    kwargs = dict(test_fraction=1.0)
+  elif case == "no_dir":
+    folder = None
+  with pytest.raises(data.DataError, match=match) as err:
+    data.load("folder", folder, image_size=8, **kwargs)
+  assert "\n" not in str(err.value)
