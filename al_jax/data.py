@@ -9,7 +9,8 @@ and a folder of the user's own images.
   2. the environment variable AL_JAX_DATA_DIR ("data_dir"),
   3. for mnist, the full original MNIST shipped in `al_jax/mnist_data` ("packaged"),
   4. a download into the cache (`al_jax.download`, standard library only: "download").
-A data folder may be the data set's own folder or a root holding `<root>/<name>/`.
+A data folder may be the data set's own folder or a root holding `<root>/<name>/`; a
+folder that is given but lacks the data is an error, not a reason to fall back.
 
 Local layouts:
   mnist, fashion_mnist: the four original IDX files train-images-idx3-ubyte.gz,
@@ -243,6 +244,10 @@ def _find_data(name: str, data_dir: str | os.PathLike | None) -> tuple[str, str]
     return download.fetch_idx(name), "download"
   except download.DownloadError as e:
     raise DataError(str(e)) from e
+  except OSError as e:  # E.g. a read-only or full cache folder.
+    raise DataError(f"cannot write the download cache {download.cache_dir()} "
+                    f"({_one_line(e)}); set {CACHE_DIR_ENV} to a writable folder, or pass "
+                    "--data_dir=DIR pointing at a local copy") from e
 
 
 def _dataset_folder(name: str, data_dir: str) -> str:
@@ -356,9 +361,11 @@ def _cache_path(folder: str, image_size: int,
                       f"fruits360_{image_size}px_{h.hexdigest()[:24]}.npz")
 
 
-def _read_cache(path: str, keys: Sequence[str] = ("train_images", "train_labels",
-                                                  "test_images", "test_labels")
-                ) -> dict[str, np.ndarray] | None:
+_SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _read_cache(path: str, keys: Sequence[str] = _SPLIT_KEYS) -> dict[str, np.ndarray] | None:
+  """The arrays `keys` of an .npz cache file, or None when it is missing or unreadable."""
   try:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in keys}
@@ -506,8 +513,7 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
     test_files, test_labels = _flatten(test, class_names)
   cache = _folder_cache_path(root, image_size, test_fraction, seed, class_names,
                              train_files, test_files, ignored)
-  keys = ("train_images", "train_labels", "test_images", "test_labels", "skipped")
-  arrays = _read_cache(cache, keys)
+  arrays = _read_cache(cache, _SPLIT_KEYS + ("skipped",))
   if arrays is None:
     logging.info("decoding %d images of %d classes from %s at %dx%d into the cache %s",
                  len(train_files) + len(test_files), len(class_names), root, image_size,

@@ -282,3 +282,11 @@ def test_member_target():
   assert t(f"{TOP}/Training/Banana 1/") is None
   assert t(f"{TOP}/Training/../x.jpg") is None
   assert t(f"{TOP}/Training/Banana 1/readme.txt") is None
+
+
+def test_unwritable_cache_is_one_line(env, tmp_path, monkeypatch):
+  (tmp_path / "file").write_text("not a folder")
+  monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "file" / "cache"))
+  with pytest.raises(data.DataError, match="cannot write the download cache") as err:
+    data.load("fashion_mnist")
+  assert "\n" not in str(err.value)
