@@ -44,7 +44,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from al_jax import download
-from al_jax.fruits360 import FRUIT_CATEGORIES, fruit_category, list_split
+from al_jax.fruits360 import FRUIT_CATEGORIES, list_split
+from al_jax.fruits360 import fruit_category  # noqa: F401  Re-exported.
 
 DATASETS = ("mnist", "fashion_mnist", "fruits360", "folder")
 SOURCES = ("data_dir", "packaged", "download", "sample")

@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from al_jax.fruits360 import (ARCHIVE_URL, FRUIT_CATEGORIES, HOMEPAGE, IMAGE_SHAPE,
                               SPLITS, find_release_root, list_split)
-from al_jax.fruits360 import PAPER_VARIETIES  # pylint: disable=unused-import  # Re-exported.
+from al_jax.fruits360 import PAPER_VARIETIES  # noqa: F401  Re-exported.
 
 _SPLIT_FOLDERS = dict(zip(("train", "test"), SPLITS))
 

@@ -6,7 +6,6 @@ AL_JAX_CACHE_DIR.
 """
 
 import dataclasses
-import errno
 import gzip
 import logging
 import os
