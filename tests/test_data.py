@@ -1,16 +1,17 @@
 """Tests of al_jax.data on the shipped sample and, when AL_JAX_DATA_DIR is set, the full data.
 
-No test touches the network: the TFDS fallback is exercised with a stand-in module.
-Fruits-360 decodes are cached in a session-scoped temporary AL_JAX_CACHE_DIR.
+No test touches the network: downloads point at a closed local port here (see
+test_download.py for a local server). Decodes are cached in a session-scoped temporary
+AL_JAX_CACHE_DIR.
 """
 
 import dataclasses
 import gzip
+import logging
 import os
 import re
 import shutil
-import sys
-import types
+import socket
 
 import jax
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 from PIL import Image
 
 from al_jax import data
+from al_jax import download
+from al_jax import fruits360
 
 SAMPLE_MNIST = os.path.join(data.SAMPLE_DIR, "mnist")
 SAMPLE_FRUITS = os.path.join(data.SAMPLE_DIR, "fruits360")
@@ -42,6 +45,15 @@ def _cache_dir(tmp_path_factory):
     cache = tmp_path_factory.mktemp("al_jax_cache")
     mp.setenv(data.CACHE_DIR_ENV, str(cache))
     yield cache
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+  """Any download goes to a local port where nothing listens (connection refused)."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  monkeypatch.setenv(download.URL_ENV, f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture
@@ -374,70 +386,127 @@ def test_dataset_is_frozen(no_env):
   assert "train_images=(600, 28, 28, 1)" in repr(ds)
 
 
-# ------------------------------------------------------------------------ TFDS fallback
+# ------------------------------------------------------------ sources and look-up order
 
 
-def _fake_tfds(monkeypatch, load):
-  fake = types.ModuleType("tensorflow_datasets")
-  fake.load = load
-  fake.as_numpy = lambda tree: tree
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+def test_sources(no_env, monkeypatch, tmp_path):
+  assert data.load("mnist", "sample").source == "sample"
+  assert data.load("mnist", SAMPLE_MNIST).source == "data_dir"
+  assert data.load("mnist", "sample", classes=("0", "1")).source == "sample"
+  monkeypatch.setenv(data.DATA_DIR_ENV, SAMPLE_MNIST)
+  assert data.load("mnist").source == "data_dir"
+  assert "source='data_dir'" in repr(data.load("mnist"))
 
 
-def test_tfds_failure_is_one_line_data_error(monkeypatch):
-  def load(*args, **kwargs):
-    raise RuntimeError("no network\nlong traceback text")
+def test_packaged_mnist(no_env):
+  """No data folder: the full original MNIST shipped in the package, offline."""
+  ds = data.load("mnist")
+  assert ds.source == "packaged"
+  assert ds.train_images.shape == (60000, 28, 28, 1)
+  assert ds.test_images.shape == (10000, 28, 28, 1)
+  assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
+  assert np.bincount(ds.test_labels).tolist() == MNIST_TEST_COUNTS
+  np.testing.assert_array_equal(ds.train_images[:600],
+                                data.load("mnist", "sample").train_images)
+  for fname, (size, sha256) in ((f, download.CHECKSUMS[f"mnist/{f}"]) for f in data.IDX_FILES):
+    path = os.path.join(data.PACKAGED_MNIST_DIR, fname)
+    assert download._check(path, size, sha256) is None, fname
 
-  _fake_tfds(monkeypatch, load)
+
+def test_env_wins_over_packaged(monkeypatch):
+  monkeypatch.setenv(data.DATA_DIR_ENV, "sample")
+  ds = data.load("mnist")
+  assert ds.source == "sample" and ds.train_images.shape == (600, 28, 28, 1)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "fruits360"])
+def test_no_network_is_one_line(no_env, name):
   with pytest.raises(data.DataError) as err:
-    data.load("mnist")
+    data.load(name)
   msg = str(err.value)
-  assert msg.startswith("could not download mnist with TFDS (no network; TFDS needs "
-                        "network and TensorFlow: pip install 'al_jax[tfds]'); or pass "
-                        "--data_dir=DIR pointing at a local copy")
-  assert "train-images-idx3-ubyte.gz" in msg and "AL_JAX_DATA_DIR" in msg
-  assert "\n" not in msg
+  assert "\n" not in msg and "cannot download http://127.0.0.1:" in msg
+  assert "pass --data_dir=DIR" in msg and data.DATA_DIR_ENV in msg
 
 
-def test_tfds_missing_is_data_error(monkeypatch):
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Import fails.
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-  with pytest.raises(data.DataError, match="could not download fashion_mnist with TFDS"):
-    data.load("fashion_mnist")
+def test_no_network_without_packaged_mnist(no_env, monkeypatch, tmp_path):
+  monkeypatch.setattr(data, "PACKAGED_MNIST_DIR", str(tmp_path / "none"))
+  with pytest.raises(data.DataError, match=r"cannot download .*/mnist/train-images"):
+    data.load("mnist")
 
 
-def test_tfds_arrays_are_converted(monkeypatch):
-  calls = []
-
-  def load(name, split, batch_size, as_supervised):
-    calls.append((name, split, batch_size, as_supervised))
-    x = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28, 1)
-    return [(x, np.array([0, 1, 9])), (x[:1], np.array([4]))]
-
-  _fake_tfds(monkeypatch, load)
-  ds = data.load("mnist", classes=("1", "9"))
-  assert calls == [("mnist", ["train", "test"], -1, True)]
-  assert ds.train_labels.tolist() == [0, 1] and ds.train_labels.dtype == np.int32
-  assert ds.test_images.shape == (0, 28, 28, 1)
+def test_default_urls(monkeypatch):
+  monkeypatch.delenv(download.URL_ENV)
+  assert download.source_url("mnist", "t10k-labels-idx1-ubyte.gz") == (
+      "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz")
+  assert download.source_url("fashion_mnist", "t10k-labels-idx1-ubyte.gz").startswith(
+      "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k")
+  assert download.source_url("fruits360", download.FRUITS360_ZIP) == fruits360.ARCHIVE_URL
 
 
-def test_tfds_fruits_are_resized(monkeypatch):
-  pytest.importorskip("tensorflow_datasets")
-  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel,unused-import
-  images = np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), np.uint8)
+def test_checksums_match_full_copies():
+  """The checksum table agrees with the byte-identical copies in AL_JAX_DATA_DIR."""
+  if not FULL_DATA:
+    pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+  for key, (size, sha256) in download.CHECKSUMS.items():
+    path = os.path.join(FULL_DATA, *key.split("/"))
+    assert download._check(path, size, sha256) is None, key
 
-  def load(name, **kwargs):
-    assert name == "fruits360"
-    return [(images, np.array([0, 9])), (images, np.array([3, 3]))]
 
-  _fake_tfds(monkeypatch, load)
-  ds = data.load("fruits360", image_size=32)
-  assert ds.train_images.shape == (2, 32, 32, 3) and ds.class_names == data.FRUIT_CATEGORIES
-  expected = np.asarray(Image.fromarray(images[1]).resize((32, 32),
-                                                          Image.Resampling.BILINEAR))
-  np.testing.assert_array_equal(ds.train_images[1], expected)
-  assert data.load("fruits360", image_size=100).train_images.shape == (2, 100, 100, 3)
+# -------------------------------------------------------------- one Fruits-360 rule
+
+
+def test_variety_rule():
+  assert len(fruits360.PAPER_VARIETIES) == 52
+  assert fruits360.variety_label("Apple Braeburn 1") == 0
+  assert fruits360.variety_label("Apple Braeburn") == 0  # Pre-2024 name.
+  assert fruits360.variety_label("banana  1") == 3
+  assert fruits360.variety_label("Pear Abate 1") == 4
+  for later in ("Apple 6", "Apple hit 1", "Pear 3", "Kiwi 1", ""):
+    assert fruits360.variety_label(later) is None, later
+  # The category rule alone (first word) would keep the 2021 varieties.
+  assert fruits360.fruit_category("Apple 6") == 0
+
+
+def test_later_varieties_are_ignored_locally(no_env, tmp_path):
+  folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Banana 1"))
+  shutil.copytree(os.path.join(folder, "Training", "Apple Braeburn 1"),
+                  os.path.join(folder, "Training", "Apple 6"))
+  ds = data.load("fruits360", folder)
+  assert ds.train_labels.tolist() == [0, 0, 0, 3, 3, 3]
+
+
+def _builder_counts(split_dir):
+  """Class counts by the TFDS builder's filter (its generator when TFDS imports)."""
+  try:
+    from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    labels = [label for _, _, label in fruits360.list_split(split_dir)]
+  else:
+    gen = fruits360_tfds.Fruits360._generate_examples(None, split_dir)
+    labels = [fruits360.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in gen]
+  return np.bincount(labels, minlength=10).tolist()
+
+
+@pytest.mark.parametrize("which", ["sample", "with_later_varieties", "full"])
+def test_local_and_tfds_rules_agree(no_env, tmp_path, which):
+  if which == "full":
+    if not FULL_DATA:
+      pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+    folder = os.path.join(FULL_DATA, "fruits360")
+  elif which == "sample":
+    folder = SAMPLE_FRUITS
+  else:
+    folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Pear 1"))
+    for later in ("Apple 6", "Pear 3"):
+      shutil.copytree(os.path.join(folder, "Test", "Pear 1"), os.path.join(folder, "Test",
+                                                                           later))
+  listing = data._list_fruits(folder)
+  for split in data.FRUIT_SPLITS:
+    local = np.bincount([c for _, _, c in listing[split]], minlength=10).tolist()
+    assert local == _builder_counts(os.path.join(folder, split)), split
+  if which == "full":
+    assert np.bincount([c for _, _, c in listing["Training"]]).tolist() == \
+        FRUITS_TRAIN_COUNTS
 
 
 def test_fruits360_builder(tmp_path):
@@ -446,8 +515,8 @@ def test_fruits360_builder(tmp_path):
   builder_cls = fruits360_tfds.Fruits360
   assert issubclass(builder_cls, tfds.core.GeneratorBasedBuilder)
   assert builder_cls.name == "fruits360" and str(builder_cls.VERSION) == "1.0.0"
-  assert len(fruits360_tfds.PAPER_VARIETIES) == 52
-  assert fruits360_tfds._find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
+  assert fruits360_tfds.PAPER_VARIETIES is fruits360.PAPER_VARIETIES
+  assert fruits360.find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
   builder = builder_cls(data_dir=str(tmp_path))
   assert builder.info.features["label"].names == list(data.FRUIT_CATEGORIES)
   assert builder.info.features["image"].shape == (100, 100, 3)
@@ -555,3 +624,196 @@ def test_full_fruits360_cached_subset(full_fruits, monkeypatch):
   binary = data.load("fruits360", classes=("apple", "banana"))
   assert np.bincount(binary.train_labels).tolist() == [5117, 1144]
   assert np.bincount(binary.test_labels).tolist() == [2134, 484]
+
+
+# ----------------------------------------------------------------- the user's own folder
+
+FRUIT_CLASSES = ("Banana 1", "Apple Braeburn 1", "Plum 1")
+
+
+def _jpegs(variety, split="Training"):
+  folder = os.path.join(SAMPLE_FRUITS, split, variety)
+  return [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+
+
+def _user_folder(root, train=4, test=2, classes=FRUIT_CLASSES) -> str:
+  """root/train/<class>/ (and root/test/<class>/ if test) of sample Fruits-360 JPEGs."""
+  for split, count, src in (("train", train, "Training"), ("test", test, "Test")):
+    for cls in classes[:len(classes) if count else 0]:
+      os.makedirs(root / split / cls)
+      for path in _jpegs(cls, src)[:count]:
+        shutil.copyfile(path, root / split / cls / os.path.basename(path))
+  return str(root)
+
+
+def _mnist_pngs(folder, digits, per_digit=3, offset=0):
+  """Real MNIST sample digits as greyscale PNGs: folder/<digit>/<i>.png."""
+  ds = data.load("mnist", "sample")
+  for d in digits:
+    os.makedirs(folder / str(d), exist_ok=True)
+    for i in np.flatnonzero(ds.train_labels == d)[offset:offset + per_digit]:
+      Image.fromarray(ds.train_images[i, ..., 0]).save(folder / str(d) / f"{i:05d}.png")
+
+
+def test_folder_with_test_split(tmp_path):
+  folder = _user_folder(tmp_path)
+  ds = data.load("folder", folder, image_size=20)
+  assert ds.name == "folder" and ds.source == "data_dir"
+  assert ds.class_names == tuple(sorted(FRUIT_CLASSES))
+  assert ds.train_images.shape == (12, 20, 20, 3) and ds.train_images.dtype == np.uint8
+  assert ds.train_labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+  assert ds.test_labels.tolist() == [0, 0, 1, 1, 2, 2] and ds.test_labels.dtype == np.int32
+  with Image.open(_jpegs("Apple Braeburn 1")[0]) as img:
+    img.draft("RGB", (20, 20))  # Large JPEGs are decoded at 1/2, 1/4 or 1/8 first.
+    assert img.size == (25, 25)
+    expected = np.asarray(img.convert("RGB").resize((20, 20), Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(ds.train_images[0], expected)
+  sub = data.load("folder", folder, image_size=20, classes="plum 1,banana_1")
+  assert sub.class_names == ("Plum 1", "Banana 1")
+  assert sub.train_labels.tolist() == [1] * 4 + [0] * 4  # Banana images come first.
+
+
+def test_folder_seeded_stratified_split(tmp_path):
+  folder = _user_folder(tmp_path, train=10, test=0)
+  ds = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  assert np.bincount(ds.test_labels).tolist() == [3, 3, 3]
+  assert np.bincount(ds.train_labels).tolist() == [7, 7, 7]
+  again = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  np.testing.assert_array_equal(again.test_images, ds.test_images)
+  other = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=2)
+  assert not np.array_equal(other.test_images, ds.test_images)
+  # Every image is in exactly one split.
+  all_images = np.concatenate([ds.train_images, ds.test_images]).reshape(30, -1)
+  assert len(np.unique(all_images, axis=0)) == 30
+
+
+def test_split_stratified():
+  labels = np.array([0] * 10 + [1] * 3 + [2])
+  train, test = data.split_stratified(labels, 0.2, seed=0)
+  assert np.bincount(labels[test], minlength=3).tolist() == [2, 1, 0]  # One image stays.
+  assert sorted(np.concatenate([train, test]).tolist()) == list(range(14))
+  assert np.all(np.diff(test) > 0)
+  np.testing.assert_array_equal(data.split_stratified(labels, 0.2, seed=0)[1], test)
+
+
+def test_folder_greyscale_is_one_channel(tmp_path):
+  _mnist_pngs(tmp_path / "train", (3, 7))
+  _mnist_pngs(tmp_path / "Test", (3, 7), per_digit=1, offset=5)
+  ds = data.load("folder", tmp_path, image_size=28)
+  assert ds.class_names == ("3", "7") and ds.train_images.shape == (6, 28, 28, 1)
+  assert ds.test_images.shape == (2, 28, 28, 1)
+  mnist = data.load("mnist", "sample")
+  first = np.flatnonzero(mnist.train_labels == 3)[0]
+  np.testing.assert_array_equal(ds.train_images[0], mnist.train_images[first])
+
+
+def test_folder_mixed_modes_sizes_and_formats(tmp_path):
+  _mnist_pngs(tmp_path / "train", (1,))  # 28x28 greyscale PNGs.
+  _user_folder(tmp_path, train=2, test=0, classes=("Banana 1",))  # 100x100 RGB JPEGs.
+  with Image.open(_jpegs("Plum 1")[0]) as img:
+    os.makedirs(tmp_path / "train" / "plum" / "nested")
+    img.save(tmp_path / "train" / "plum" / "a.bmp")
+    img.convert("RGBA").save(tmp_path / "train" / "plum" / "b.PNG")
+    img.resize((60, 40)).save(tmp_path / "train" / "plum" / "nested" / "c.webp")
+    grey16 = np.asarray(img.convert("L"), np.uint16) * 257
+  Image.fromarray(grey16).save(tmp_path / "train" / "plum" / "d.png")  # 16-bit grey.
+  ds = data.load("folder", tmp_path, image_size=16, test_fraction=0.5)
+  assert ds.class_names == ("1", "Banana 1", "plum")
+  assert ds.train_images.shape[1:] == (16, 16, 3)
+  assert len(ds.train_labels) + len(ds.test_labels) == 3 + 2 + 4
+  images = np.concatenate([ds.train_images, ds.test_images])
+  labels = np.concatenate([ds.train_labels, ds.test_labels])
+  grey = images[labels == 0]
+  assert np.all(grey[..., 0] == grey[..., 1]) and np.all(grey[..., 1] == grey[..., 2])
+  assert images[labels == 2].max() > 0  # The 16-bit image is not clipped to white/black.
+
+
+def test_folder_skips_bad_files_with_one_warning(tmp_path, caplog):
+  folder = _user_folder(tmp_path, train=4, test=0)
+  banana = tmp_path / "train" / "Banana 1"
+  (banana / "broken.jpg").write_bytes(b"not a jpeg at all")
+  raw = open(_jpegs("Banana 1")[5], "rb").read()
+  (banana / "cut.jpg").write_bytes(raw[:len(raw) // 3])
+  (banana / "notes.txt").write_text("my labels")
+  (tmp_path / "train" / "stray.jpg").write_bytes(raw)  # Outside any class folder.
+  (banana / ".DS_Store").write_bytes(b"\0")  # Hidden: ignored silently.
+  with caplog.at_level(logging.WARNING):
+    ds = data.load("folder", folder, image_size=8, test_fraction=0.25)
+  lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(lines) == 1
+  assert lines[0].startswith(f"skipped 4 of 16 files under {folder}: 2 unreadable")
+  assert "2 not images" in lines[0] and "\n" not in lines[0]
+  assert len(ds.train_labels) + len(ds.test_labels) == 12
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):  # From the cache: the same one line.
+    data.load("folder", folder, image_size=8, test_fraction=0.25)
+  assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_folder_cache(tmp_path, monkeypatch):
+  folder = _user_folder(tmp_path, train=3, test=1)
+  first = data.load("folder", folder, image_size=12)
+
+  def no_decode(*args, **kwargs):
+    raise AssertionError("cache miss")
+
+  with monkeypatch.context() as m:
+    m.setattr(data, "_decode_many", no_decode)
+    again = data.load("folder", folder, image_size=12)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    np.testing.assert_array_equal(again.test_labels, first.test_labels)
+    path = os.path.join(folder, "train", "Plum 1", os.listdir(
+        os.path.join(folder, "train", "Plum 1"))[0])
+    os.utime(path, ns=(0, 0))  # A changed file is decoded again.
+    with pytest.raises(AssertionError, match="cache miss"):
+      data.load("folder", folder, image_size=12)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty_class", r"class folder .*Plum 1 holds no images"),
+    ("empty_test_class", r"class folder .*test/Plum 1 holds no images"),
+    ("unknown_test_class", r"classes Kiwi are in .*test but not in .*train"),
+    ("single_class", r"holds 1 class folder\(s\) \(Banana 1\); need at least 2"),
+    ("all_unreadable", r"no readable training images of class Plum 1"),
+    ("dir_loop", r"symlink loop: .*Plum 1/back leads back to"),
+    ("self_loop", r"symlink loop at .*Plum 1/self"),
+    ("no_train", r"no train/ folder in"),
+    ("missing", r"data folder .*nowhere does not exist"),
+    ("fraction", r"test_fraction must be between 0 and 1"),
+    ("no_dir", r"needs --data_dir=DIR"),
+])
+def test_folder_errors(tmp_path, case, match):
+  folder = _user_folder(tmp_path, train=2, test=1)
+  plum = tmp_path / "train" / "Plum 1"
+  kwargs = {}
+  if case == "empty_class":
+    shutil.rmtree(plum)
+    os.makedirs(plum)
+    (plum / "readme.txt").write_text("todo")
+  elif case == "empty_test_class":
+    shutil.rmtree(tmp_path / "test" / "Plum 1")
+    os.makedirs(tmp_path / "test" / "Plum 1")
+  elif case == "unknown_test_class":
+    shutil.copytree(tmp_path / "test" / "Plum 1", tmp_path / "test" / "Kiwi")
+  elif case == "single_class":
+    for cls in ("Plum 1", "Apple Braeburn 1"):
+      shutil.rmtree(tmp_path / "train" / cls)
+  elif case == "all_unreadable":
+    for name in os.listdir(plum):
+      (plum / name).write_bytes(b"garbage")
+  elif case == "dir_loop":
+    os.symlink(tmp_path / "train", plum / "back")
+  elif case == "self_loop":
+    os.symlink(plum / "self", plum / "self")
+  elif case == "no_train":
+    shutil.rmtree(tmp_path / "train")
+  elif case == "missing":
+    folder = str(tmp_path / "nowhere")
+  elif case == "fraction":
+    shutil.rmtree(tmp_path / "test")
+    kwargs = dict(test_fraction=1.0)
+  elif case == "no_dir":
+    folder = None
+  with pytest.raises(data.DataError, match=match) as err:
+    data.load("folder", folder, image_size=8, **kwargs)
+  assert "\n" not in str(err.value)
