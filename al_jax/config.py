@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, specs
+from al_jax import acquisition, models, specs
 
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
@@ -35,6 +35,8 @@ class Config:
   data_dir: str | None = None
   classes: tuple[str, ...] | None = None
   image_size: int = 32
+  test_fraction: float = 0.2          # folder without test/: share held out for testing
+  model: str | None = None            # a key of models.MODELS; None: the data set's own
   pool_size: int | None = None        # use a random subset of the training set as pool
   test_size: int | None = None        # use a random subset of the test set
   # pool protocol (Algorithm 1)
@@ -84,6 +86,10 @@ class Config:
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
     _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
+    if self.model is not None:
+      _check_choice("model", self.model, tuple(models.MODELS))
+    if not 0 < self.test_fraction < 1:
+      raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
                 "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size"]
     for name in positive + ["pool_size", "test_size"]:

@@ -23,8 +23,7 @@ Local layouts:
   folder (`load_folder`): DIR/train/<class>/*.{jpg,jpeg,png,bmp,webp} and optionally
     DIR/test/<class>/...; see `load_folder`.
 
-Images are returned as uint8 [N, H, W, C]; `normalize` maps them to float32 inside
-jitted code.
+Images are returned as uint8 [N, H, W, C]; the models normalise them (`al_jax.models`).
 """
 
 import concurrent.futures
@@ -39,19 +38,16 @@ import zlib
 from collections.abc import Sequence
 
 from absl import logging
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps
 
-from al_jax import download
+from al_jax import download, specs
+from al_jax.specs import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from al_jax.fruits360 import FRUIT_CATEGORIES, list_split
 from al_jax.fruits360 import fruit_category  # noqa: F401  Re-exported.
 
-DATASETS = ("mnist", "fashion_mnist", "fruits360", "folder")
+DATASETS = specs.NAMES
 SOURCES = ("data_dir", "packaged", "download", "sample")
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
-                         "shirt", "sneaker", "bag", "ankle boot")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(_HERE, "sample_data")
 PACKAGED_MNIST_DIR = os.path.join(_HERE, "mnist_data")
@@ -60,8 +56,6 @@ CACHE_DIR_ENV = download.CACHE_DIR_ENV
 
 IDX_FILES = download.IDX_FILES
 FRUIT_SPLITS = ("Training", "Test")
-FRUIT_MEAN = (0.4914, 0.4822, 0.4465)
-FRUIT_STD = (0.2023, 0.1994, 0.2010)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 _IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions.
@@ -148,22 +142,6 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
     else:
       dataset = _load_idx_local(name, folder, source)
   return dataset if classes is None else select_classes(dataset, classes)
-
-
-def normalize(images: np.ndarray | jnp.ndarray, name: str) -> jnp.ndarray:
-  """uint8 images [..., H, W, C] -> float32 [..., H, W, C]; jit-able (`name` is static).
-
-  mnist, fashion_mnist: (x/255 - 0.5) / 0.5, i.e. [-1, 1].
-  fruits360: per-channel (x/255 - FRUIT_MEAN) / FRUIT_STD.
-  """
-  x = jnp.asarray(images).astype(jnp.float32)
-  if name in ("mnist", "fashion_mnist"):
-    return (x - 127.5) / 127.5  # = (x/255 - 0.5)/0.5, exact at 0 -> -1 and 255 -> 1.
-  if name == "fruits360":
-    mean = jnp.asarray(FRUIT_MEAN, jnp.float32) * 255.0
-    std = jnp.asarray(FRUIT_STD, jnp.float32) * 255.0
-    return (x - mean) / std
-  raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def parse_classes(spec: str | None) -> tuple[str, ...] | None:

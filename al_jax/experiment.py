@@ -44,6 +44,7 @@ class PreparedData:
   test: dict[str, jax.Array]     # images [M, H, W, C] uint8, labels [M]
   num_pool: int
   class_names: tuple[str, ...]
+  source: str                    # where the data came from: one of data.SOURCES
 
 
 def _subset(n: int, size: int | None, key: int) -> np.ndarray:
@@ -57,7 +58,7 @@ def _subset(n: int, size: int | None, key: int) -> np.ndarray:
 def prepare_data(config: Config) -> PreparedData:
   """Loads, subsets (the same pool for every metric and seed) and pads the data."""
   dataset = data_lib.load(config.dataset, config.data_dir, classes=config.classes,
-                          image_size=config.image_size)
+                          image_size=config.image_size, test_fraction=config.test_fraction)
   if config.pool_size is not None and config.pool_size > len(dataset.train_labels):
     raise ConfigError(f"--pool_size={config.pool_size} is larger than the training set "
                       f"({len(dataset.train_labels)} images); lower it")
@@ -73,7 +74,10 @@ def prepare_data(config: Config) -> PreparedData:
           "valid": jnp.asarray(np.arange(padded) < num_pool)}
   test = {"images": jnp.asarray(dataset.test_images[keep_test]),
           "labels": jnp.asarray(dataset.test_labels[keep_test], jnp.int32)}
-  return PreparedData(pool, test, num_pool, dataset.class_names)
+  logging.info("%s from %s: %d pool images, %d test images, %d classes, images %s",
+               config.dataset, dataset.source, num_pool, len(keep_test),
+               len(dataset.class_names), "x".join(map(str, images.shape[1:])))
+  return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source)
 
 
 def json_value(x: Any) -> Any:
@@ -235,7 +239,7 @@ def _record(config: Config, data: PreparedData, r: int, metric: str, seed: int,
   selected = values.pop("selected")
   record = {"round": r, "metric": metric, "seed": seed, "dataset": config.dataset,
             "protocol": config.protocol, "classes": list(data.class_names),
-            "round_s": seconds,
+            "data_source": data.source, "round_s": seconds,
             "selected": selected[(selected >= 0) & (selected < data.num_pool)].tolist()}
   record.update({k: json_value(v) for k, v in values.items()})
   return record

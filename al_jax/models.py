@@ -168,8 +168,11 @@ class FruitsNet3(nn.Module):
 MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3}
 
 
-def create_model(spec: DatasetSpec, num_classes: int, dtype: jnp.dtype = jnp.float32
-                 ) -> nn.Module:
-  """The paper's CNN for a data set (`spec.model`), normalising by the spec's mean/std."""
-  return MODELS[spec.model](num_classes=num_classes, mean=spec.mean, std=spec.std,
-                            dtype=dtype)
+def create_model(spec: DatasetSpec, num_classes: int, dtype: jnp.dtype = jnp.float32, *,
+                 model: str | None = None) -> nn.Module:
+  """The CNN `model` (default `spec.model`), normalising by the spec's mean and std."""
+  name = model or spec.model
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+  mean, std = spec.mean, spec.std
+  return MODELS[name](num_classes=num_classes, mean=mean, std=std, dtype=dtype)

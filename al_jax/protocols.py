@@ -67,7 +67,9 @@ class Protocol:
 
   def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...]):
     self.config = config
-    self.model = models.create_model(specs.get(config.dataset), num_classes)
+    spec = specs.get(config.dataset)
+    self.model = models.create_model(spec, num_classes,
+                                     model=config.model or spec.model_for(image_shape))
     self.tx = training.make_optimizer(config.learning_rate, config.momentum,
                                       config.weight_decay)
     self.image_shape = image_shape

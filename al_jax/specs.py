@@ -9,8 +9,8 @@ momentum 0.9, weight decay 8e-4, batch 64, 20 epochs of the 20 best batches (ave
 
 import dataclasses
 
-FRUIT_CATEGORIES = ("apple", "tomato", "potato", "banana", "pear", "pineapple", "pepper",
-                    "strawberry", "onion", "plum")
+from al_jax.fruits360 import FRUIT_CATEGORIES
+
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
                          "shirt", "sneaker", "bag", "ankle boot")
@@ -24,7 +24,7 @@ class DatasetSpec:
   channels: int
   mean: tuple[float, ...]
   std: tuple[float, ...]
-  model: str                    # a key of al_jax.models.MODELS
+  model: str                    # a key of al_jax.models.MODELS, or "auto": by channels
   batch_size: int
   learning_rate: float
   momentum: float
@@ -33,6 +33,12 @@ class DatasetSpec:
   select_batches: int           # reselect protocol
   batch_aggregate: str          # reselect protocol: "sum" or "mean" of a batch's scores
   native_size: int | None = None  # fixed image side (MNIST 28); None: resized to image_size
+
+  def model_for(self, image_shape: tuple[int, ...]) -> str:
+    """The model name for images [H, W, C]: "auto" picks by channels (grey: MNIST CNN)."""
+    if self.model != "auto":
+      return self.model
+    return "mnist_cnn" if image_shape[-1] == 1 else "fruits_net3"
 
   def image_shape(self, image_size: int) -> tuple[int, int, int]:
     """[H, W, C] of the images the loader returns for `--image_size=image_size`."""
@@ -50,6 +56,12 @@ SPECS: dict[str, DatasetSpec] = {
     "fruits360": DatasetSpec(
         "fruits360", FRUIT_CATEGORIES, channels=3, mean=(0.4914, 0.4822, 0.4465),
         std=(0.2023, 0.1994, 0.2010), model="fruits_net3", batch_size=64,
+        learning_rate=0.005, momentum=0.9, weight_decay=8e-4, epochs=20, select_batches=20,
+        batch_aggregate="mean"),
+    # The user's own images (`data.load_folder`): classes come from the folders, the
+    # model from the channels; pixels are mapped to [-1, 1], Fruits-360's optimiser.
+    "folder": DatasetSpec(
+        "folder", (), channels=0, mean=(0.5,), std=(0.5,), model="auto", batch_size=64,
         learning_rate=0.005, momentum=0.9, weight_decay=8e-4, epochs=20, select_batches=20,
         batch_aggregate="mean"),
 }

@@ -31,9 +31,14 @@ flags.DEFINE_string("protocol", "pool",
                     "per-epoch reselection from the whole training set.")
 flags.DEFINE_string("data_dir", None, "Local data folder (or root holding <dataset>/), "
                     f"'sample' for the shipped sample; default ${data_lib.DATA_DIR_ENV}, "
-                    "else download with TFDS.")
+                    "else the packaged MNIST (mnist), else a download into the cache. "
+                    "--dataset=folder: DIR/train/<class>/*.jpg (and DIR/test/<class>/).")
 flags.DEFINE_string("classes", None, "Class subset, e.g. 0,1 or apple,banana (binary tasks).")
-flags.DEFINE_integer("image_size", 32, "Fruits-360 images are resized to this size.")
+flags.DEFINE_integer("image_size", 32, "Fruits-360 and folder images are resized to this size.")
+flags.DEFINE_float("test_fraction", 0.2, "folder without test/: share of each class held "
+                   "out as the test set (a fixed, seeded split).")
+flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default: the data set's; "
+                    "for a folder, by channels: grey mnist_cnn, colour fruits_net3).")
 flags.DEFINE_integer("pool_size", None, "Use a fixed random subset of the training set.")
 flags.DEFINE_integer("test_size", None, "Use a fixed random subset of the test set.")
 flags.DEFINE_integer("initial_size", 100, "pool: random labeled images to start from.")
@@ -80,7 +85,8 @@ def main(argv):
   config = config_lib.Config(
       dataset=FLAGS.dataset, metrics=metric_names, seeds=seeds, protocol=FLAGS.protocol,
       data_dir=FLAGS.data_dir, classes=data_lib.parse_classes(FLAGS.classes),
-      image_size=FLAGS.image_size, pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
+      image_size=FLAGS.image_size, test_fraction=FLAGS.test_fraction, model=FLAGS.model,
+      pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
       class_balanced_init=FLAGS.class_balanced, keep_training=FLAGS.keep_training,
       epochs_per_round=FLAGS.epochs_per_round, epochs=FLAGS.epochs,

@@ -531,35 +531,6 @@ def test_fruits360_builder(tmp_path):
   assert not list(builder._generate_examples(str(tmp_path / "Test")))
 
 
-# ---------------------------------------------------------------------------- normalize
-
-
-def test_normalize_mnist():
-  x = np.array([0, 255, 51], np.uint8).reshape(1, 1, 3, 1)
-  y = jax.jit(lambda im: data.normalize(im, "mnist"))(x)
-  assert y.dtype == np.float32 and y.shape == (1, 1, 3, 1)
-  assert np.ravel(y)[:2].tolist() == [-1.0, 1.0]
-  np.testing.assert_allclose(np.ravel(y)[2], (51 / 255 - 0.5) / 0.5, rtol=1e-6)
-  eager = data.normalize(x, "fashion_mnist")
-  assert np.ravel(eager)[:2].tolist() == [-1.0, 1.0]
-  np.testing.assert_allclose(eager, y, rtol=1e-6)
-
-
-def test_normalize_fruits():
-  x = np.array([[255, 0, 128], [0, 255, 30]], np.uint8).reshape(2, 1, 1, 3)
-  y = jax.jit(data.normalize, static_argnames="name")(x, name="fruits360")
-  assert y.dtype == np.float32 and y.shape == (2, 1, 1, 3)
-  mean, std = np.array(data.FRUIT_MEAN), np.array(data.FRUIT_STD)
-  expected = (x.astype(np.float64) / 255 - mean) / std
-  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(y[0, 0, 0, 0], (1 - 0.4914) / 0.2023, rtol=1e-5)
-
-
-def test_normalize_unknown():
-  with pytest.raises(data.DataError, match="unknown data set"):
-    data.normalize(np.zeros((1, 2, 2, 1), np.uint8), "svhn")
-
-
 # ---------------------------------------------------------------------------- full data
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

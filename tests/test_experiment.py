@@ -369,3 +369,29 @@ def test_kill_9_mid_round_then_resume(tmp_path):
   assert again.returncode == 0, again.stderr[-2000:]
   assert _strip_timing(experiment.read_results(str(workdir))) == \
       _strip_timing(experiment.read_results(str(tmp_path / "whole")))
+
+
+def test_a_folder_of_own_images_through_run_py(tmp_path):
+  """DIR/train/<class>/ of real photos (from the shipped sample), no test/: run.py makes
+  the seeded split, picks the colour model, and writes results that say where from."""
+  source = os.path.join(ROOT, "al_jax", "sample_data", "fruits360", "Training")
+  for variety, name in (("Banana 1", "banana"), ("Onion Red 1", "onion"),
+                        ("Plum 1", "plum")):
+    os.makedirs(tmp_path / "photos" / "train" / name)
+    for file in sorted(os.listdir(os.path.join(source, variety)))[:20]:
+      with open(os.path.join(source, variety, file), "rb") as f:
+        (tmp_path / "photos" / "train" / name / file).write_bytes(f.read())
+  run_py.FLAGS.unparse_flags()
+  run_py.FLAGS(["run.py", "--dataset=folder", f"--data_dir={tmp_path / 'photos'}",
+                "--metric=entropy", "--seed=0", "--initial_size=6", "--query_size=6",
+                "--rounds=2", "--epochs_per_round=2", "--chunk_size=16", "--plot=false",
+                "--image_size=24", f"--workdir={tmp_path / 'out'}"])
+  try:
+    run_py.main(["run.py"])
+  finally:
+    run_py.FLAGS.unparse_flags()
+  results = experiment.read_results(str(tmp_path / "out"))
+  assert [r["num_labeled"] for r in results] == [6, 12]
+  assert results[0]["classes"] == ["banana", "onion", "plum"]
+  assert results[0]["data_source"] == "data_dir"
+  assert len(results[0]["per_class_accuracy"]) == 3

@@ -128,3 +128,20 @@ def test_conv2d_under_vmap_equals_a_loop_over_runs():
   for i in range(3):
     for got, want in zip(batched, grad(x[i], k[i])):
       np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
+
+
+def test_models_normalise_by_the_spec():
+  mnist = specs.get("mnist")
+  x = np.array([0, 255, 51], np.uint8).reshape(1, 1, 3, 1)
+  y = jax.jit(lambda im: models.normalize(im, mnist.mean, mnist.std))(x)
+  assert y.dtype == np.float32 and y.shape == (1, 1, 3, 1)
+  assert np.ravel(y)[:2].tolist() == [-1.0, 1.0]
+  np.testing.assert_allclose(np.ravel(y)[2], (51 / 255 - 0.5) / 0.5, rtol=1e-6)
+  fruits = specs.get("fruits360")
+  x = np.array([[255, 0, 128], [0, 255, 30]], np.uint8).reshape(2, 1, 1, 3)
+  y = models.normalize(x, fruits.mean, fruits.std)
+  expected = (x.astype(np.float64) / 255 - np.array(fruits.mean)) / np.array(fruits.std)
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y[0, 0, 0, 0], (1 - 0.4914) / 0.2023, rtol=1e-5)
+  model = models.create_model(fruits, 10)
+  assert (model.mean, model.std) == (fruits.mean, fruits.std)
