@@ -6,10 +6,9 @@ PAPER_VARIETIES, and its label is the category named by the lowercase first word
 its folder name ("Apple Braeburn 1" -> apple). These are the varieties of the ten
 categories of the paper in the 131-class releases (2019-2020); varieties added later
 (e.g. "Apple 6", "Apple hit 1", "Pear 3", all from 2021) are skipped, so the current
-release and an old one give the same classes. This is also the rule the benchmark copy
-in shared/data/fruits360 was cut by (its README: 52 varieties, the same set as the
-131-class release); on that copy the older first-word-only rule gives the same counts,
-but on a full 2024 release it would add the three 2021 varieties.
+release and an old one give the same classes. The local benchmark copy described in
+docs/DATA.md holds exactly these 52 varieties; on it the older first-word-only rule
+gives the same counts, but on a full 2024 release it would add the three 2021 varieties.
 
 Folder names are compared by `variety_key`: lowercase, without a trailing " 1", since
 the 2024 releases renamed e.g. "Banana" to "Banana 1".

@@ -9,9 +9,9 @@ release. Each variety folder is mapped to one of the ten paper categories by the
 lowercase first word of its name ("Apple Braeburn 1" -> apple); only the 52 varieties
 of the 131-class releases (2019-2020) are kept, so later additions such as "Apple 6",
 "Apple hit 1" or "Pear 3" are skipped. The rule and the list live in `al_jax.fruits360`
-and are the same ones the local loader uses. Unlike the local copy documented in
-shared/data/README.md, which keeps 80% of each training folder, all training images of
-the release are used. Requires TensorFlow for `tfds.load`.
+and are the same ones the local loader uses. Unlike the benchmark copy described in
+docs/DATA.md, which keeps 80% of each training folder, all training images of the
+release are used. Requires TensorFlow for `tfds.load`.
 
 Usage:
   import tensorflow_datasets as tfds
