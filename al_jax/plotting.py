@@ -44,7 +44,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=9)
+  ax.legend(fontsize=9, title="mean over n seeds; band: +-1 std", title_fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -1,9 +1,14 @@
 """CI sets AL_JAX_REQUIRE_FULL_DATA=1: then a missing AL_JAX_DATA_DIR is an error, so the
-full-data tests can never be skipped silently."""
+full-data tests can never be skipped silently. The tests run JAX as the entry points do
+(`al_jax.configure_cpu()` before the backend starts)."""
 
 import os
 
 import pytest
+
+import al_jax
+
+al_jax.configure_cpu()
 
 
 def pytest_configure(config):
