@@ -18,9 +18,10 @@ from flax import serialization
 
 
 class Checkpointer:
-  """Saves and restores `(carry, meta)` under `directory`, keeping the last `max_to_keep`."""
+  """Saves and restores `(carry, meta)` under `directory`, keeping the last `max_to_keep`
+  steps (None: all)."""
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  def __init__(self, directory: str, max_to_keep: int | None = 3):
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),

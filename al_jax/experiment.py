@@ -184,10 +184,12 @@ def _stack(trees: list) -> Any:
 
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,
-        data: PreparedData | None = None, plot: bool = False) -> Runs:
+        data: PreparedData | None = None, plot: bool = False,
+        keep_checkpoints: int = 3) -> Runs:
   """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
-  `data` reuses an already loaded data set. Writes the workdir described above.
+  `data` reuses an already loaded data set; `keep_checkpoints` rounds of checkpoints are
+  kept (0: all). Writes the workdir described above.
   """
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
@@ -202,7 +204,10 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
                 "metric": jnp.array([config.metrics.index(m) for m, _ in runs], jnp.int32)}
   step_data = {"pool": data.pool, "test": data.test}
 
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
+             for seed, c in first_carry.items()}
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=keep_checkpoints or None)
   try:
     carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
     # Fresh and restored carries alike committed to one device: one compiled step.
@@ -215,8 +220,11 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
       values = jax.tree.map(np.asarray, round_metrics)
       _check_finite(values["train_loss"], runs, r)
       for i, (metric, seed) in enumerate(runs):
-        results[i].append(_record(config, data, r, metric, seed, seconds / len(runs),
-                                  {k: v[i] for k, v in values.items()}))
+        record = _record(config, data, r, metric, seed, seconds / len(runs),
+                         {k: v[i] for k, v in values.items()})
+        if r == 0:
+          record["initial_labeled"] = initial[seed]
+        results[i].append(record)
       checkpointer.save(r + 1, carry, {"next_round": r + 1, "results": results})
       for (metric, seed), records in zip(runs, results):
         write_results(run_dir(config, workdir, metric, seed), records)

@@ -29,6 +29,7 @@ SMALL = Config(dataset="mnist", data_dir="sample", metrics=("entropy",), initial
                eval_batch_size=100)
 GRID = dataclasses.replace(SMALL, metrics=("least_confidence", "random"), seeds=(0, 1),
                            vmap_runs="false")
+PAIR = dataclasses.replace(GRID, seeds=(0,))  # two metrics, one seed: runs of GRID
 
 
 def _strip_timing(records):
@@ -91,6 +92,13 @@ def test_pool_smoke_and_results_format(reference):
       assert key in r, key
     assert 0.0 <= r["test_accuracy"] <= 1.0 and len(r["per_class_accuracy"]) == 10
   assert [r["epoch"] for r in results] == [2, 4, 6]
+  # The labeled set of every round, rebuilt from the results file alone.
+  labeled = set(results[0]["initial_labeled"])
+  for r in results:
+    assert len(labeled) == r["num_labeled"]
+    assert not labeled & set(r["selected"])
+    labeled |= set(r["selected"])
+  assert "initial_labeled" not in results[1]
   selected = results[0]["selected"] + results[1]["selected"]
   assert len(selected) == len(set(selected)) == 40 and results[2]["selected"] == []
   assert all(0 <= i < 600 for i in selected)
@@ -107,15 +115,21 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, reference, sample):
   assert again[0]["selected"] != other[0]["selected"]
 
 
-def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch):
+def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, caplog):
   """The production round step: one trace (so one compile) for 5 rounds of a growing set.
-  (The configuration is this test's own, so no step compiled before is reused.)"""
+  (The configuration is this test's own, so no step compiled before is reused.) Also:
+  one progress line per round for the whole job, and checkpoints kept as asked."""
   chex.clear_trace_counter()
   monkeypatch.setattr(protocols.PoolProtocol, "round_step",
                       chex.assert_max_traces(protocols.PoolProtocol.round_step, n=1))
   config = dataclasses.replace(SMALL, rounds=5, metrics=("smallest_margin", "random"))
-  runs = experiment.run(config, str(tmp_path), data=sample)
+  with caplog.at_level(logging.INFO):
+    runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
   assert [r["num_labeled"] for r in runs[("random", 0)]] == [20, 40, 60, 80, 100]
+  progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
+  assert [p.split(":")[0] for p in progress] == [f"round {i}/5" for i in range(1, 6)]
+  assert "over 2 runs" in progress[0] and progress[-1].endswith("about 0s left")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2", "3", "4", "5"]
 
 
 def test_reselect_smoke(tmp_path, sample):
@@ -139,10 +153,11 @@ def test_runs_together_equal_runs_alone(reference_grid, reference, sample, tmp_p
 def test_vmapped_runs_equal_sequential_runs(reference_grid, sample, tmp_path):
   """vmap and lax.map agree: same selections, metrics up to float rounding."""
   runs, _ = reference_grid
-  vmapped = experiment.run(dataclasses.replace(GRID, vmap_runs="true"), str(tmp_path),
+  vmapped = experiment.run(dataclasses.replace(PAIR, vmap_runs="true"), str(tmp_path),
                            data=sample)
-  for run, records in runs.items():
-    for a, b in zip(records, vmapped[run], strict=True):
+  assert set(vmapped) == {("least_confidence", 0), ("random", 0)}
+  for run, records in vmapped.items():
+    for a, b in zip(runs[run], records, strict=True):
       assert a["selected"] == b["selected"] and a["num_labeled"] == b["num_labeled"]
       np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
       np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
@@ -177,13 +192,15 @@ def test_resume_across_a_change_of_run_layout(tmp_path, reference_grid, sample,
                                               interrupt_after):
   interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(GRID, str(tmp_path), data=sample)
-  resumed = experiment.run(dataclasses.replace(GRID, vmap_runs="true"), str(tmp_path),
+    experiment.run(PAIR, str(tmp_path), data=sample)
+  resumed = experiment.run(dataclasses.replace(PAIR, vmap_runs="true"), str(tmp_path),
                            data=sample)
-  for run, records in reference_grid[0].items():
-    assert [r["selected"] for r in resumed[run]] == [r["selected"] for r in records]
-    np.testing.assert_allclose([r["test_accuracy"] for r in resumed[run]],
-                               [r["test_accuracy"] for r in records], atol=1e-6)
+  assert len(resumed) == 2
+  for run, records in resumed.items():
+    uninterrupted = reference_grid[0][run]
+    assert [r["selected"] for r in records] == [r["selected"] for r in uninterrupted]
+    np.testing.assert_allclose([r["test_accuracy"] for r in records],
+                               [r["test_accuracy"] for r in uninterrupted], atol=1e-6)
 
 
 def test_keep_training_resume_equals_uninterrupted(tmp_path, sample, interrupt_after):
@@ -243,6 +260,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_earlier_rounds(tmp_path, 
     experiment.run(config, str(tmp_path), data=sample)
   assert [r["round"] for r in experiment.read_results(str(tmp_path))] == [0]
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+
 
 
 def test_initial_sets_random_and_class_balanced():
@@ -354,6 +372,7 @@ def test_kill_9_mid_round_then_resume(tmp_path):
            "--batch_size=32", "--chunk_size=200", "--plot=false"]
   whole = _cli(*flags, f"--workdir={tmp_path / 'whole'}")
   assert whole.returncode == 0, whole.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / "whole" / "checkpoints")) == ["2", "3", "4"]  # last 3
   workdir = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, RUN_PY, *flags, f"--workdir={workdir}"],
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -371,7 +390,7 @@ def test_kill_9_mid_round_then_resume(tmp_path):
       _strip_timing(experiment.read_results(str(tmp_path / "whole")))
 
 
-def test_a_folder_of_own_images_through_run_py(tmp_path):
+def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
   """DIR/train/<class>/ of real photos (from the shipped sample), no test/: run.py makes
   the seeded split, picks the colour model, and writes results that say where from."""
   source = os.path.join(ROOT, "al_jax", "sample_data", "fruits360", "Training")
@@ -387,9 +406,11 @@ def test_a_folder_of_own_images_through_run_py(tmp_path):
                 "--rounds=2", "--epochs_per_round=2", "--chunk_size=16", "--plot=false",
                 "--image_size=24", f"--workdir={tmp_path / 'out'}"])
   try:
-    run_py.main(["run.py"])
+    with caplog.at_level(logging.INFO, logger="absl"):
+      run_py.main(["run.py"])
   finally:
     run_py.FLAGS.unparse_flags()
+  assert f"results, summary.json in {tmp_path / 'out'}" in caplog.messages
   results = experiment.read_results(str(tmp_path / "out"))
   assert [r["num_labeled"] for r in results] == [6, 12]
   assert results[0]["classes"] == ["banana", "onion", "plum"]
