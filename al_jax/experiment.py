@@ -164,14 +164,38 @@ def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
   return step
 
 
+class RoundProgram:
+  """A protocol and its mapped round step, compiled ahead of time once per argument
+  signature (shapes, dtypes, placements), so that compilation is timed apart from the
+  rounds and a resumed job reuses the executable."""
+
+  def __init__(self, protocol: protocols.Protocol, vmap: bool):
+    self.protocol = protocol
+    self._jitted = jax.jit(mapped_round_step(protocol, vmap), donate_argnums=0)
+    self._executables = {}
+
+  @property
+  def num_compiled(self) -> int:
+    """Executables compiled so far (one per argument signature)."""
+    return len(self._executables)
+
+  def executable(self, *args) -> tuple[Any, float]:
+    """(compiled step for args, seconds spent compiling now: 0 when reused)."""
+    signature = tuple((x.shape, x.dtype, x.sharding) for x in jax.tree.leaves(args))
+    if signature in self._executables:
+      return self._executables[signature], 0.0
+    t = time.perf_counter()
+    self._executables[signature] = self._jitted.lower(*args).compile()
+    return self._executables[signature], time.perf_counter() - t
+
+
 @functools.lru_cache(maxsize=8)
-def compiled_protocol(config: Config, num_classes: int, image_shape: tuple[int, ...],
-                      num_valid: int, vmap: bool) -> tuple[protocols.Protocol, Any]:
-  """(protocol, jitted mapped round step) for `config`. Jobs that differ only in seeds,
-  data folder or run layout flag share them (and their compiled code); call with
-  `static_config(config)`."""
-  protocol = protocols.make_protocol(config, num_classes, image_shape, num_valid)
-  return protocol, jax.jit(mapped_round_step(protocol, vmap), donate_argnums=0)
+def round_program(config: Config, num_classes: int, image_shape: tuple[int, ...],
+                  num_valid: int, vmap: bool) -> RoundProgram:
+  """The RoundProgram of `config`. Jobs that differ only in seeds, data folder or run
+  layout flag share it (and its compiled code); call with `static_config(config)`."""
+  return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid),
+                      vmap)
 
 
 def static_config(config: Config) -> Config:
@@ -194,9 +218,10 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   check_workdir(config, workdir, overwrite)
-  protocol, step = compiled_protocol(static_config(config), len(data.class_names),
-                                     tuple(data.pool["images"].shape[1:]), data.num_pool,
-                                     use_vmap(config.vmap_runs))
+  program = round_program(static_config(config), len(data.class_names),
+                          tuple(data.pool["images"].shape[1:]), data.num_pool,
+                          use_vmap(config.vmap_runs))
+  protocol = program.protocol
   runs = config.runs
   first_carry = {seed: protocol.initial_carry(seed, data.pool) for seed in config.seeds}
   carry = _stack([first_carry[seed] for _, seed in runs])
@@ -210,8 +235,9 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
                               max_to_keep=keep_checkpoints or None)
   try:
     carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
-    # Fresh and restored carries alike committed to one device: one compiled step.
-    carry = jax.device_put(carry, jax.local_devices()[0])
+    step, compile_s = program.executable(carry, step_data, run_inputs)
+    if compile_s:
+      logging.info("compiled the round step of %d run(s) in %.1fs", len(runs), compile_s)
     started = time.perf_counter()
     for r in range(start, protocol.num_rounds):
       t = time.perf_counter()
