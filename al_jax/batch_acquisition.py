@@ -29,7 +29,6 @@ fewer than k points are available. Shapes are fixed, so they work under `jit` wi
 static arguments named in each docstring.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
