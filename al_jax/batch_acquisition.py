@@ -29,7 +29,6 @@ fewer than k points are available. Shapes are fixed, so they work under `jit` wi
 static arguments named in each docstring.
 """
 
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -39,6 +38,21 @@ from al_jax import bayesian
 
 _HIGHEST = lax.Precision.HIGHEST
 RESAMPLE = 2**31 - 1  # fold_in data of the key that draws configurations from the exact list
+
+
+def _as_float(x: ArrayLike) -> jax.Array:
+  """x as an array of at least float32 (bfloat16 and integers are upcast)."""
+  x = jnp.asarray(x)
+  dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+  return x.astype(jnp.promote_types(dtype, jnp.float32))
+
+
+def _log_probs(log_probs: ArrayLike, name: str) -> jax.Array:
+  """[K, N, C] log-probabilities with K, C >= 1, at least float32."""
+  x = _as_float(log_probs)
+  if x.ndim != 3 or x.shape[0] < 1 or x.shape[2] < 1:
+    raise ValueError(f"log_probs must be [K, {name}, C] with K, C >= 1; got shape {x.shape}")
+  return x
 
 
 def _mask(available: ArrayLike | None, n: int) -> jax.Array:
@@ -151,7 +165,9 @@ def joint_entropy(log_probs: ArrayLike, *, num_samples: int | None = None,
   (as batchbald does). On K = 10 samples of 4 points and 4 classes, 20,000 sampled
   configurations are within 0.03 nats of the exact value (tests).
   """
-  x = jnp.asarray(log_probs, jnp.promote_types(jnp.asarray(log_probs).dtype, jnp.float32))
+  if num_samples is not None and key is None:
+    raise ValueError("joint_entropy with num_samples needs a PRNG key")
+  x = _log_probs(log_probs, "m")
   k, m, _ = x.shape
   probs = jnp.exp(x)
   post, log_p = jnp.full((k, 1), 1 / k, x.dtype), jnp.zeros((1,), x.dtype)
@@ -184,10 +200,7 @@ def batchbald(log_probs: ArrayLike, k: int, *, key: jax.Array, num_samples: int 
   _check_k(k)
   if num_samples < 1:
     raise ValueError(f"num_samples must be >= 1; got {num_samples}")
-  x = jnp.asarray(log_probs)
-  if x.ndim != 3:
-    raise ValueError(f"log_probs must be [K, N, C]; got shape {x.shape}")
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  x = _log_probs(log_probs, "N")
   num_k, n, c = x.shape
   candidates = _mask(available, n)
   probs = jnp.exp(x)
@@ -257,8 +270,7 @@ def stochastic_batch(scores: ArrayLike, k: int, key: jax.Array, *, mode: str = "
   Static: k, mode.
   """
   _check_k(k)
-  s = jnp.asarray(scores)
-  s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
+  s = _as_float(scores)
   if s.ndim != 1:
     raise ValueError(f"scores must be [N]; got shape {s.shape}")
   candidates = _mask(available, s.shape[0])
@@ -292,8 +304,7 @@ def min_sq_distances(embeddings: ArrayLike, centers: ArrayLike, *,
   Loops over the centres in chunks of chunk_size (an [N, chunk_size] block at a time,
   |x|^2 - 2 x.y + |y|^2 as a matmul), only as many chunks as there are centres.
   """
-  x = jnp.asarray(embeddings)
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  x = _as_float(embeddings)
   n = x.shape[0]
   centers = jnp.asarray(centers, bool)
   num_chunks = -(-n // chunk_size)
@@ -323,8 +334,7 @@ def coreset(embeddings: ArrayLike, labeled: ArrayLike, available: ArrayLike, k: 
   the labeled set are computed in chunks (`min_sq_distances`). Static: k, chunk_size.
   """
   _check_k(k)
-  x = jnp.asarray(embeddings)
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  x = _as_float(embeddings)
   n = x.shape[0]
   candidates = _mask(available, n)
   best = min_sq_distances(x, _mask(labeled, n), chunk_size=chunk_size)
@@ -354,7 +364,7 @@ def badge_embeddings(penultimate: ArrayLike, logits: ArrayLike) -> jax.Array:
   h, z = jnp.asarray(penultimate), jnp.asarray(logits)
   dtype = jnp.result_type(h, z)
   dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
-  z = z.astype(jnp.promote_types(z.dtype, jnp.float32))
+  z = _as_float(z)
   g = jax.nn.softmax(z, axis=-1) - jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1],
                                                   dtype=z.dtype)
   out = g[:, :, None] * h.astype(z.dtype)[:, None, :]
@@ -372,8 +382,7 @@ def kmeans_pp(embeddings: ArrayLike, available: ArrayLike, k: int,
   with p(n) ~ D_n^2. Points at distance 0 from a pick come last. Static: k.
   """
   _check_k(k)
-  x = jnp.asarray(embeddings)
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  x = _as_float(embeddings)
   n = x.shape[0]
   candidates = _mask(available, n)
   sq = jnp.sum(jnp.square(x), axis=-1)

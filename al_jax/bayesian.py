@@ -40,28 +40,38 @@ _CHUNK = 512
 _HIGHEST = lax.Precision.HIGHEST  # the sample means are matmuls: no TF32 / bf16 passes
 
 
+def _checked(log_probs: ArrayLike) -> tuple[jax.Array, jnp.dtype, jnp.dtype]:
+  """(log_probs as an array, the dtype to return, the dtype to compute in >= float32)."""
+  x = jnp.asarray(log_probs)
+  if x.ndim < 2 or x.shape[0] < 1 or x.shape[-1] < 1:
+    raise ValueError(f"log_probs must be [K, ..., C] with K, C >= 1; got shape {x.shape}")
+  dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+  return x, dtype, jnp.promote_types(dtype, jnp.float32)
+
+
 def _upcast(log_probs: ArrayLike) -> tuple[jax.Array, jnp.dtype]:
   """log_probs as an array of at least float32, and the dtype to return."""
-  x = jnp.asarray(log_probs)
-  if x.ndim < 2:
-    raise ValueError(f"log_probs must be [K, ..., C]; got shape {x.shape}")
-  dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-  return x.astype(jnp.promote_types(dtype, jnp.float32)), dtype
+  x, dtype, compute = _checked(log_probs)
+  return x.astype(compute), dtype
 
 
 def _over_chunks(fn: Callable[[jax.Array], jax.Array], log_probs: ArrayLike) -> jax.Array:
-  """Applies fn: [K, B, C] -> [B] to log_probs [K, ..., C] chunk by chunk -> [...]."""
-  x, dtype = _upcast(log_probs)
+  """Applies fn: [K, B, C] -> [B] to log_probs [K, ..., C] chunk by chunk -> [...].
+
+  Each chunk is upcast on its own, so a bfloat16 pool is never copied whole to float32.
+  """
+  x, dtype, compute = _checked(log_probs)
   k, c, lead = x.shape[0], x.shape[-1], x.shape[1:-1]
   flat = x.reshape(k, math.prod(lead), c)
   m = flat.shape[1]
   full = m // _CHUNK
+  apply = lambda chunk: fn(chunk.astype(compute))
   if full <= 1:
-    return fn(flat).reshape(lead).astype(dtype)
-  body = lambda i: fn(lax.dynamic_slice_in_dim(flat, i * _CHUNK, _CHUNK, axis=1))
+    return apply(flat).reshape(lead).astype(dtype)
+  body = lambda i: apply(lax.dynamic_slice_in_dim(flat, i * _CHUNK, _CHUNK, axis=1))
   out = lax.map(body, jnp.arange(full)).reshape(-1)
   if m > full * _CHUNK:
-    out = jnp.concatenate([out, fn(flat[:, full * _CHUNK:])])
+    out = jnp.concatenate([out, apply(flat[:, full * _CHUNK:])])
   return out.reshape(lead).astype(dtype)
 
 

@@ -138,6 +138,10 @@ class BatchBALDTest(parameterized.TestCase):
       ba.batchbald(log_probs, 2, key=jax.random.key(0), num_samples=0)
     with pytest.raises(ValueError, match=r"\[K, N, C\]"):
       ba.batchbald(log_probs[0], 2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"K, C >= 1"):
+      ba.batchbald(log_probs[:0], 2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+      ba.joint_entropy(log_probs, num_samples=10)
 
 
 # --- Stochastic batch acquisition ----------------------------------------------------

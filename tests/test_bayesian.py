@@ -133,6 +133,7 @@ def test_get_unknown_name_is_one_line():
   assert "\n" not in str(err.value)
 
 
-def test_bad_shape():
-  with pytest.raises(ValueError, match=r"\[K, \.\.\., C\]"):
-    bayesian.bald(jnp.zeros(3))
+@pytest.mark.parametrize("shape", [(3,), (0, 4, 3)])
+def test_bad_shape_or_no_samples(shape):
+  with pytest.raises(ValueError, match=r"\[K, \.\.\., C\] with K, C >= 1"):
+    bayesian.bald(jnp.zeros(shape))
