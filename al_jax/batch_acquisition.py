@@ -91,12 +91,14 @@ def _top_k(values: jax.Array, k: int) -> jax.Array:
 #
 # The chosen set A is held as a list of label configurations s (columns): post [K, S]
 # = P(k | y_A = s), each column summing to 1 over K; log_p [S] = log P(y_A = s); and
-# weights [S], w_s = P(s) for the exact list of all C^|A| configurations (padding has
-# w_s = 0) or 1/S for S configurations sampled from P(y_A).
+# weights [S], w_s = P(s) for the exact list of all S = C^|A| configurations, or 1/S
+# for S configurations sampled from P(y_A). Keeping P(k | s) rather than the products
+# prod_i p_k(y_i) avoids underflow however many points are chosen. The exact steps
+# (shapes growing by C) are unrolled; the sampled steps, all [K, S], run in a fori_loop.
 
 
 def _joint_terms(post: jax.Array, weights: jax.Array, probs: jax.Array, chunk: int,
-                 precision) -> jax.Array:
+                 precision: lax.Precision | None) -> jax.Array:
   """sum_s w_s H[P(y_n | s)] for every n.  post [K, S], weights [S], probs [K, N, C] -> [N]."""
   k, n, c = probs.shape
 
@@ -184,7 +186,7 @@ def joint_entropy(log_probs: ArrayLike, *, num_samples: int | None = None,
 
 def batchbald(log_probs: ArrayLike, k: int, *, key: jax.Array, num_samples: int = 1000,
               available: ArrayLike | None = None, chunk_size: int | None = None,
-              precision=_HIGHEST) -> tuple[jax.Array, jax.Array]:
+              precision: lax.Precision | None = _HIGHEST) -> tuple[jax.Array, jax.Array]:
   """Greedy BatchBALD.  log_probs: [K, N, C] -> (indices [k] int32, scores [k] float32).
 
   Kirsch, van Amersfoort & Gal, "BatchBALD" (NeurIPS 2019), algorithm 1. log_probs are
