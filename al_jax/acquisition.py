@@ -11,7 +11,8 @@ Every strategy has one signature,
 with its static settings (k, chunk size, options) fixed when it is built, so the round
 loop calls any strategy the same way and never needs to know which it is. `TopK`
 covers the paper's per-image scorers (`al_jax.metrics`) through the chunked running
-top-k; a strategy that chooses a set jointly (from embeddings, say) is any other
+top-k; `MCDropoutTopK` the Bayesian scorers of `al_jax.bayesian` over Monte Carlo dropout
+passes; a strategy that chooses a set jointly (from embeddings, say) is any other
 callable with this signature, registered in `FACTORIES`.
 
 Runs with different strategies share one compiled program: `choose(strategies, index)`
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from al_jax import metrics, scoring
+from al_jax import bayesian, metrics, scoring
 from al_jax.training import TrainState
 
 
@@ -66,21 +67,52 @@ class TopK:
     return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
 
 
+@dataclasses.dataclass(frozen=True)
+class MCDropoutTopK:
+  """The k available images with the highest score over K Monte Carlo dropout passes.
+
+  name: a scorer of `al_jax.bayesian` (bald, variation_ratios, mean_std,
+  predictive_entropy), applied to each chunk's `scoring.mc_log_probs` [K, B, C]; the
+  dropout masks depend on the key and the pass only, so they agree across chunks.
+  Gal, Islam & Ghahramani, "Deep Bayesian Active Learning with Image Data", ICML 2017.
+  """
+  name: str
+  k: int
+  chunk_size: int = 1000
+  num_samples: int = 20
+
+  def __call__(self, state: TrainState, images: jax.Array, available: jax.Array,
+               key: jax.Array) -> Selection:
+    scorer = bayesian.get(self.name)
+    score = lambda chunk, _: scorer(scoring.mc_log_probs(state, chunk, key, self.num_samples))
+    scores, indices = scoring.running_top_k(score, images, available, k=self.k,
+                                            chunk_size=self.chunk_size)
+    return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+
+
 def _top_k_factory(name: str) -> Callable[..., Acquisition]:
-  return lambda k, chunk_size: TopK(metrics.index(name), k, chunk_size)
+  return lambda k, chunk_size, **options: TopK(metrics.index(name), k, chunk_size)
 
 
-# name -> factory(k, chunk_size) -> Acquisition. The paper's scorers and random.
+def _mc_factory(name: str) -> Callable[..., Acquisition]:
+  return lambda k, chunk_size, mc_samples=20, **options: MCDropoutTopK(
+      name, k, chunk_size, mc_samples)
+
+
+# name -> factory(k, chunk_size, **options) -> Acquisition. The paper's scorers and
+# random, then the Monte Carlo dropout scorers (option mc_samples).
 FACTORIES: dict[str, Callable[..., Acquisition]] = {
-    name: _top_k_factory(name) for name in metrics.NAMES}
+    **{name: _top_k_factory(name) for name in metrics.NAMES},
+    **{name: _mc_factory(name) for name in bayesian.NAMES}}
 NAMES: tuple[str, ...] = tuple(FACTORIES)
 
 
-def make(name: str, *, k: int, chunk_size: int = 1000) -> Acquisition:
-  """The strategy called `name`, choosing `k` images; ValueError for an unknown name."""
+def make(name: str, *, k: int, chunk_size: int = 1000, **options) -> Acquisition:
+  """The strategy called `name`, choosing `k` images; `options` such as mc_samples go to
+  the strategies that use them. ValueError for an unknown name."""
   if name not in FACTORIES:
     raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(NAMES)}")
-  return FACTORIES[name](k=k, chunk_size=chunk_size)
+  return FACTORIES[name](k=k, chunk_size=chunk_size, **options)
 
 
 def choose(strategies: Sequence[Acquisition], index: ArrayLike) -> Acquisition:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, models, specs
+from al_jax import acquisition, metrics, models, specs
 
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
@@ -57,6 +57,7 @@ class Config:
   momentum: float | None = None
   weight_decay: float | None = None
   chunk_size: int = 1000              # pool images scored per compiled chunk
+  mc_samples: int = 20                # Monte Carlo dropout passes (bald, variation_ratios, ...)
   eval_batch_size: int = 1000
   vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
@@ -83,6 +84,9 @@ class Config:
       raise ConfigError(f"repeated metric or seed in {self.metrics} x {self.seeds}")
     if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
       raise ConfigError(f"seeds must be non-negative integers, got {self.seeds!r}")
+    if self.protocol == "reselect" and any(m not in metrics.NAMES for m in self.metrics):
+      raise ConfigError(f"--protocol=reselect scores single images with one of "
+                        f"{', '.join(metrics.NAMES)}; got {', '.join(self.metrics)}")
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
     _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
@@ -91,7 +95,8 @@ class Config:
     if not 0 < self.test_fraction < 1:
       raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
-                "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size"]
+                "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size",
+                "mc_samples"]
     for name in positive + ["pool_size", "test_size"]:
       value = getattr(self, name)
       if value is not None and (isinstance(value, bool) or not isinstance(value, int)

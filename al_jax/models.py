@@ -118,51 +118,80 @@ def normalize(images: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]
   return (x - jnp.asarray(mean, jnp.float32) * 255.0) / (jnp.asarray(std, jnp.float32) * 255.0)
 
 
+STAGES = ("all", "trunk", "head")
+
+
+def _dropout(rate: float, train: bool, mc_dropout: bool, name: str) -> nn.Dropout:
+  """Dropout while training; with `mc_dropout` also at inference, one mask for the whole
+  batch (broadcast over axis 0), so every image of a pass sees the same network."""
+  return nn.Dropout(rate, deterministic=not (train or mc_dropout),
+                    broadcast_dims=(0,) if mc_dropout and not train else (), name=name)
+
+
 class MnistCNN(nn.Module):
-  """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C."""
+  """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C.
+
+  stage: "all" (uint8 images -> logits), "trunk" (images -> the features before the
+  first dropout, deterministic) or "head" (those features -> logits), so that Monte
+  Carlo dropout runs the trunk once and only the head once per sample.
+  """
   num_classes: int
   mean: tuple[float, ...] = (0.5,)
   std: tuple[float, ...] = (0.5,)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    x = normalize(images, self.mean, self.std)
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
-    x = Conv(32, dtype=self.dtype)(x)
-    x = norm()(nn.relu(x))
-    x = Conv(64, dtype=self.dtype)(x)
-    x = norm()(nn.relu(x))
-    x = max_pool_2x2(x)
-    x = nn.Dropout(0.25, deterministic=not train)(x)
+  def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
+               mc_dropout: bool = False) -> jax.Array:
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     dtype=self.dtype, name=name)
+    if stage != "head":
+      x = normalize(x, self.mean, self.std)
+      x = Conv(32, dtype=self.dtype, name="Conv_0")(x)
+      x = norm("BatchNorm_0")(nn.relu(x))
+      x = Conv(64, dtype=self.dtype, name="Conv_1")(x)
+      x = norm("BatchNorm_1")(nn.relu(x))
+      x = max_pool_2x2(x)
+      if stage == "trunk":
+        return x
+    x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(128, dtype=self.dtype)(x))
-    x = nn.Dropout(0.5, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=jnp.float32)(x)
+    x = nn.relu(nn.Dense(128, dtype=self.dtype, name="Dense_0")(x))
+    x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x)
 
 
 class FruitsNet3(nn.Module):
-  """The authors' "Net3": three convs with batch norm, two pools, three dense layers."""
+  """The authors' "Net3": three convs with batch norm, two pools, three dense layers.
+
+  stage: as in MnistCNN; the trunk is the first convolution and its batch norm.
+  """
   num_classes: int
   mean: tuple[float, ...] = (0.5, 0.5, 0.5)
   std: tuple[float, ...] = (0.5, 0.5, 0.5)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    x = normalize(images, self.mean, self.std)
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
-    drop = lambda rate: nn.Dropout(rate, deterministic=not train)
-    x = Conv(28, padding=1, dtype=self.dtype)(x)
-    x = drop(0.2)(norm()(nn.relu(x)))
-    x = Conv(35, padding=1, dtype=self.dtype)(x)
-    x = max_pool_2x2(norm()(nn.relu(x)))
-    x = Conv(16, padding=1, dtype=self.dtype)(x)
-    x = max_pool_2x2(norm()(nn.relu(x)))
-    x = drop(0.2)(x.reshape(x.shape[0], -1))
-    x = drop(0.3)(nn.relu(nn.Dense(100, dtype=self.dtype)(x)))
-    x = norm()(nn.relu(nn.Dense(30, dtype=self.dtype)(x)))
-    return nn.Dense(self.num_classes, dtype=jnp.float32)(x)
+  def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
+               mc_dropout: bool = False) -> jax.Array:
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     dtype=self.dtype, name=name)
+    drop = lambda rate, name: _dropout(rate, train, mc_dropout, name)
+    if stage != "head":
+      x = normalize(x, self.mean, self.std)
+      x = Conv(28, padding=1, dtype=self.dtype, name="Conv_0")(x)
+      x = norm("BatchNorm_0")(nn.relu(x))
+      if stage == "trunk":
+        return x
+    x = drop(0.2, "Dropout_0")(x)
+    x = Conv(35, padding=1, dtype=self.dtype, name="Conv_1")(x)
+    x = max_pool_2x2(norm("BatchNorm_1")(nn.relu(x)))
+    x = Conv(16, padding=1, dtype=self.dtype, name="Conv_2")(x)
+    x = max_pool_2x2(norm("BatchNorm_2")(nn.relu(x)))
+    x = drop(0.2, "Dropout_1")(x.reshape(x.shape[0], -1))
+    x = drop(0.3, "Dropout_2")(nn.relu(nn.Dense(100, dtype=self.dtype, name="Dense_0")(x)))
+    x = norm("BatchNorm_3")(nn.relu(nn.Dense(30, dtype=self.dtype, name="Dense_1")(x)))
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_2")(x)
 
 
 MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3}

@@ -74,7 +74,8 @@ class Protocol:
                                       config.weight_decay)
     self.image_shape = image_shape
     self.num_rounds = config.num_rounds
-    self.strategies = tuple(acquisition.make(m, k=self._k, chunk_size=config.chunk_size)
+    self.strategies = tuple(acquisition.make(m, k=self._k, chunk_size=config.chunk_size,
+                                             mc_samples=config.mc_samples)
                             for m in config.metrics)
     self._init_state_jit = jax.jit(self.init_state)
 

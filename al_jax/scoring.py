@@ -7,6 +7,8 @@ keeps memory independent of the pool size. Already-labeled images are masked out
 -inf; ties are broken towards the lower pool index.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -72,6 +74,9 @@ def empty_top_k(k: int) -> tuple[jax.Array, jax.Array]:
   return jnp.full((k,), -jnp.inf, jnp.float32), jnp.full((k,), -1, jnp.int32)
 
 
+ChunkScorer = Callable[[jax.Array, jax.Array], jax.Array]
+
+
 def chunk_top_k(state: TrainState, images: jax.Array, available: jax.Array, start: jax.Array,
                 metric_index: jax.Array, key: jax.Array, best: tuple[jax.Array, jax.Array]
                 ) -> tuple[jax.Array, jax.Array]:
@@ -82,15 +87,15 @@ def chunk_top_k(state: TrainState, images: jax.Array, available: jax.Array, star
   return merge_top_k(*best, scores, indices)
 
 
-def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
-                metric_index: jax.Array, key: jax.Array, *, k: int, chunk_size: int,
-                offset: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
-  """The k most informative available pool images, by a running top-k over chunks.
+def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Array, *,
+                  k: int, chunk_size: int, offset: jax.Array | int = 0
+                  ) -> tuple[jax.Array, jax.Array]:
+  """The k available images with the highest `score_chunk`, chunk by chunk.
 
-  images: [N, H, W, C] uint8 with N % chunk_size == 0; available: [N] bool; `offset`
-  is the pool index of images[0] (for a shard of a larger pool).
-  Returns (scores [k] float32, indices [k] int32), best first; if fewer than k images
-  are available the tail has score -inf.
+  score_chunk(images [B, H, W, C], pool indices [B]) -> scores [B]. images: [N, H, W, C]
+  with N % chunk_size == 0; available: [N] bool; `offset` is the pool index of
+  images[0] (for a shard of a larger pool). Returns (scores [k] float32, indices [k]
+  int32), best first; if fewer than k images are available the tail has score -inf.
   """
   num_chunks = images.shape[0] // chunk_size
 
@@ -98,9 +103,40 @@ def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
     start = i * chunk_size
     chunk = lax.dynamic_slice_in_dim(images, start, chunk_size)
     mask = lax.dynamic_slice_in_dim(available, start, chunk_size)
-    return chunk_top_k(state, chunk, mask, offset + start, metric_index, key, best)
+    indices = offset + start + jnp.arange(chunk_size, dtype=jnp.int32)
+    scores = jnp.where(mask, score_chunk(chunk, indices).astype(jnp.float32), -jnp.inf)
+    return merge_top_k(*best, scores, indices)
 
   return lax.fori_loop(0, num_chunks, body, empty_top_k(k))
+
+
+def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,
+                metric_index: jax.Array, key: jax.Array, *, k: int, chunk_size: int,
+                offset: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
+  """The k most informative available pool images by metric NAMES[metric_index]
+  (`running_top_k` of `score_images`); (scores [k], indices [k])."""
+  score = lambda chunk, indices: score_images(state, chunk, indices, metric_index, key)
+  return running_top_k(score, images, available, k=k, chunk_size=chunk_size, offset=offset)
+
+
+def mc_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_samples: int
+                 ) -> jax.Array:
+  """Monte Carlo dropout: log-probabilities [K, B, C] of K stochastic passes.
+
+  images: [B, H, W, C] uint8. Batch norm uses its running statistics; pass k drops the
+  same units for every image (its key is fold_in(key, k), whatever the chunk), so the
+  samples are consistent across the pool, as BatchBALD needs. The model's trunk (all
+  before the first dropout) runs once; only the head runs K times, vmapped over k.
+  """
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  features = state.apply_fn(variables, images, train=False, stage="trunk")
+
+  def one_pass(k):
+    logits = state.apply_fn(variables, features, train=False, stage="head", mc_dropout=True,
+                            rngs={"dropout": jax.random.fold_in(key, k)})
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+  return jax.vmap(one_pass)(jnp.arange(num_samples))
 
 
 def stream_top_k(state: TrainState, chunks, metric_index: int, key: jax.Array, *, k: int

@@ -60,6 +60,8 @@ flags.DEFINE_float("learning_rate", None, "SGD learning rate (0.01 MNIST, 0.005 
 flags.DEFINE_float("momentum", None, "SGD momentum (0.9).")
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (0 MNIST, 8e-4 Fruits-360).")
 flags.DEFINE_integer("chunk_size", 1000, "Pool images scored per compiled chunk.")
+flags.DEFINE_integer("mc_samples", 20, "Monte Carlo dropout passes for bald, "
+                     "variation_ratios, mean_std and predictive_entropy.")
 flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<protocol>).")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir and start afresh.")
 flags.DEFINE_bool("plot", True, "Write PNG figures after the runs.")
@@ -101,7 +103,8 @@ def main(argv):
       select_batches=FLAGS.select_batches, select=FLAGS.select,
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
-      weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size, vmap_runs=FLAGS.vmap_runs)
+      weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size,
+      mc_samples=FLAGS.mc_samples, vmap_runs=FLAGS.vmap_runs)
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")
