@@ -1,4 +1,5 @@
-"""Throughput figures for `experiments/benchmark.py`: training, pool scoring, one round.
+"""Throughput figures for `experiments/benchmark.py`: training, pool scoring, one round,
+acquisition strategies.
 
 Everything runs on synthetic uint8 images of the data set's shape (speed does not
 depend on pixel values). Times exclude compilation (measured separately, ahead of
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from al_jax import acquisition as acquisition_lib
 from al_jax import models, scoring, specs, training
 
 
@@ -163,3 +165,25 @@ def scale(dataset: str, size: int, *, chunk_size: int = 2000, k: int = 100) -> d
           "images_per_s": size / elapsed, "peak_memory_bytes": memory,
           "peak_memory_source": memory_source, "backend": jax.default_backend(),
           "top_score": float(scores[0])}
+
+
+def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: int = 1000,
+                k: int = 10, mc_samples: tuple[int, ...] = (20, 100), repeats: int = 3) -> dict:
+  """Seconds to choose k images from a pool of `pool_size` synthetic images: a
+  deterministic scorer (entropy, one pass) and MC-dropout BALD with K passes."""
+  state = _state(dataset)
+  shape = specs.get(dataset).image_shape(32)
+  pool_size = -(-pool_size // chunk_size) * chunk_size
+  images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
+  available = jnp.ones(pool_size, bool)
+  key = jax.random.key(2)
+  strategies = {"entropy": acquisition_lib.make("entropy", k=k, chunk_size=chunk_size)}
+  for m in mc_samples:
+    strategies[f"bald_k{m}"] = acquisition_lib.make("bald", k=k, chunk_size=chunk_size,
+                                                    mc_samples=m)
+  seconds = {name: _median_time(jax.jit(s), state, images, available, key, repeats=repeats)
+             for name, s in strategies.items()}
+  return {"dataset": dataset, "pool_size": pool_size, "k": k, "chunk_size": chunk_size,
+          "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+          "seconds": seconds,
+          "relative_to_entropy": {n: s / seconds["entropy"] for n, s in seconds.items()}}

@@ -7,7 +7,8 @@ Figures: train_images_per_s (fit at the training batch size), score_images_per_s
 scoring: probabilities, metric and running top-k), compile_s, round_s (one small pool
 round), peak_memory_bytes, and achieved FLOP/s against a large matmul's. --scale streams
 pools of the given sizes from the host, each in a fresh process (its own peak memory).
---grid=DATA_DIR times the paper's 15-run comparison run three ways.
+--grid=DATA_DIR times the paper's 15-run comparison run three ways; --acquisition times
+choosing 10 images by entropy and by MC-dropout BALD.
 """
 
 import json
@@ -34,6 +35,8 @@ flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit."
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
 flags.DEFINE_list("scale", None, "Pool sizes to stream (e.g. 60000,600000,6000000).")
 flags.DEFINE_integer("scale_one", None, "Internal: stream one pool of this size.")
+flags.DEFINE_bool("acquisition", False, "Time choosing 10 of --pool_size images by entropy "
+                  "and by MC-dropout BALD (K = 20 and 100).")
 flags.DEFINE_string("grid", None, "Time --metric=all --seeds=3 (15 pool runs) three ways "
                     "on this data folder: 15 separate processes, one process one run after "
                     "another, one vmapped program.")
@@ -102,6 +105,11 @@ def grid(data_dir: str, dataset: str, workdir: str) -> dict:
 
 def main(argv):
   del argv
+  if FLAGS.acquisition:
+    print(json.dumps(benchmarking.acquisition(FLAGS.dataset, pool_size=FLAGS.pool_size,
+                                              chunk_size=FLAGS.chunk_size,
+                                              repeats=FLAGS.repeats)))
+    return
   if FLAGS.grid_compare:
     print(json.dumps(compare_grid(FLAGS.grid_workdir)))
     return
