@@ -135,7 +135,7 @@ def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, 
   assert program.num_compiled == 1
 
 
-def test_bayesian_strategies_in_the_loop(tmp_path, sample):
+def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
   """MC-dropout BALD and variation ratios next to entropy in one job, resumable like all."""
   config = dataclasses.replace(SMALL, metrics=("bald", "variation_ratios", "entropy"),
                                mc_samples=4)
@@ -150,6 +150,13 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample):
   again = experiment.run(dataclasses.replace(config, metrics=("bald",)), str(tmp_path / "b"),
                          data=sample)
   assert again[("bald", 0)][0]["selected"] == runs[("bald", 0)][0]["selected"]
+  # Interrupted after round 1 and resumed: the same as uninterrupted.
+  interrupt_after(1)
+  with pytest.raises(Interrupted):
+    experiment.run(config, str(tmp_path / "c"), data=sample)
+  resumed = experiment.run(config, str(tmp_path / "c"), data=sample)
+  for run, records in runs.items():
+    assert _strip_timing(resumed[run]) == _strip_timing(records)
 
 
 def test_reselect_smoke(tmp_path, sample):
