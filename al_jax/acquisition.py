@@ -48,6 +48,11 @@ class Acquisition(Protocol):
     ...
 
 
+def _selection(scores: jax.Array, indices: jax.Array) -> Selection:
+  """A running top-k's (scores [k], indices [k]) as a Selection: -1 where score is -inf."""
+  return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+
+
 @dataclasses.dataclass(frozen=True)
 class TopK:
   """The k available images with the highest per-image score.
@@ -62,9 +67,8 @@ class TopK:
 
   def __call__(self, state: TrainState, images: jax.Array, available: jax.Array,
                key: jax.Array) -> Selection:
-    scores, indices = scoring.query_top_k(state, images, available, self.metric_index, key,
-                                          k=self.k, chunk_size=self.chunk_size)
-    return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+    return _selection(*scoring.query_top_k(state, images, available, self.metric_index, key,
+                                           k=self.k, chunk_size=self.chunk_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +89,8 @@ class MCDropoutTopK:
                key: jax.Array) -> Selection:
     scorer = bayesian.get(self.name)
     score = lambda chunk, _: scorer(scoring.mc_log_probs(state, chunk, key, self.num_samples))
-    scores, indices = scoring.running_top_k(score, images, available, k=self.k,
-                                            chunk_size=self.chunk_size)
-    return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+    return _selection(*scoring.running_top_k(score, images, available, k=self.k,
+                                             chunk_size=self.chunk_size))
 
 
 def _top_k_factory(name: str) -> Callable[..., Acquisition]:
@@ -110,9 +113,7 @@ NAMES: tuple[str, ...] = tuple(FACTORIES)
 def make(name: str, *, k: int, chunk_size: int = 1000, **options) -> Acquisition:
   """The strategy called `name`, choosing `k` images; `options` such as mc_samples go to
   the strategies that use them. ValueError for an unknown name."""
-  if name not in FACTORIES:
-    raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(NAMES)}")
-  return FACTORIES[name](k=k, chunk_size=chunk_size, **options)
+  return metrics.lookup(FACTORIES, name, "metric")(k=k, chunk_size=chunk_size, **options)
 
 
 def choose(strategies: Sequence[Acquisition], index: ArrayLike) -> Acquisition:

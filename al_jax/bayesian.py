@@ -31,6 +31,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
+from al_jax import metrics
+
 Scorer = Callable[..., jax.Array]
 
 
@@ -176,8 +178,4 @@ NAMES: tuple[str, ...] = tuple(SCORERS)
 
 def get(name: str) -> Scorer:
   """Returns the scorer called `name`; ValueError listing the valid names otherwise."""
-  try:
-    return SCORERS[name]
-  except KeyError:
-    raise ValueError(
-        f"unknown Bayesian metric {name!r}; valid: {', '.join(NAMES)}") from None
+  return metrics.lookup(SCORERS, name, "Bayesian metric")

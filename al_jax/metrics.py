@@ -81,13 +81,17 @@ SCORERS: dict[str, Scorer] = {
 NAMES: tuple[str, ...] = tuple(SCORERS)
 
 
+def lookup(table: dict, name: str, label: str):
+  """table[name]; a one-line ValueError listing the valid names otherwise."""
+  try:
+    return table[name]
+  except KeyError:
+    raise ValueError(f"unknown {label} {name!r}; valid: {', '.join(table)}") from None
+
+
 def get(name: str) -> Scorer:
   """Returns the scorer called `name`; ValueError listing the valid names otherwise."""
-  try:
-    return SCORERS[name]
-  except KeyError:
-    raise ValueError(
-        f"unknown metric {name!r}; valid metrics: {', '.join(NAMES)}") from None
+  return lookup(SCORERS, name, "metric")
 
 
 def index(name: str) -> int:

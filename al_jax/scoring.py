@@ -69,6 +69,13 @@ def merge_top_k(best_scores: jax.Array, best_indices: jax.Array, scores: jax.Arr
   return top_scores, all_indices[positions]
 
 
+def merge_chunk(best: tuple[jax.Array, jax.Array], scores: jax.Array, available: jax.Array,
+                indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Merges a chunk's scores [B] (-inf where not `available`) into the running top-k."""
+  return merge_top_k(*best, jnp.where(available, scores.astype(jnp.float32), -jnp.inf),
+                     indices)
+
+
 def empty_top_k(k: int) -> tuple[jax.Array, jax.Array]:
   """The running top-k before any chunk: scores -inf, indices -1."""
   return jnp.full((k,), -jnp.inf, jnp.float32), jnp.full((k,), -1, jnp.int32)
@@ -82,9 +89,8 @@ def chunk_top_k(state: TrainState, images: jax.Array, available: jax.Array, star
                 ) -> tuple[jax.Array, jax.Array]:
   """Scores one chunk (pool positions start..start+B) and merges it into `best`."""
   indices = start + jnp.arange(images.shape[0], dtype=jnp.int32)
-  scores = score_images(state, images, indices, metric_index, key)
-  scores = jnp.where(available, scores, -jnp.inf)
-  return merge_top_k(*best, scores, indices)
+  return merge_chunk(best, score_images(state, images, indices, metric_index, key),
+                     available, indices)
 
 
 def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Array, *,
@@ -104,8 +110,7 @@ def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Ar
     chunk = lax.dynamic_slice_in_dim(images, start, chunk_size)
     mask = lax.dynamic_slice_in_dim(available, start, chunk_size)
     indices = offset + start + jnp.arange(chunk_size, dtype=jnp.int32)
-    scores = jnp.where(mask, score_chunk(chunk, indices).astype(jnp.float32), -jnp.inf)
-    return merge_top_k(*best, scores, indices)
+    return merge_chunk(best, score_chunk(chunk, indices), mask, indices)
 
   return lax.fori_loop(0, num_chunks, body, empty_top_k(k))
 
