@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, metrics, models, specs
+from al_jax import acquisition, batch_acquisition, metrics, models, specs
 
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
@@ -58,6 +58,11 @@ class Config:
   weight_decay: float | None = None
   chunk_size: int = 1000              # pool images scored per compiled chunk
   mc_samples: int = 20                # Monte Carlo dropout passes (bald, variation_ratios, ...)
+  ensemble_size: int = 1              # > 1: a deep ensemble of this many models, trained
+                                      # together; Bayesian strategies use its members
+  batch_configs: int = 1000           # batchbald: label configurations beyond exact
+  stochastic_mode: str = "power"      # stochastic_*: power, softmax or softrank
+  stochastic_beta: float = 1.0        # stochastic_*: inverse temperature
   eval_batch_size: int = 1000
   vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
@@ -87,6 +92,11 @@ class Config:
     if self.protocol == "reselect" and any(m not in metrics.NAMES for m in self.metrics):
       raise ConfigError(f"--protocol=reselect scores single images with one of "
                         f"{', '.join(metrics.NAMES)}; got {', '.join(self.metrics)}")
+    if self.protocol == "reselect" and self.ensemble_size > 1:
+      raise ConfigError("--ensemble_size > 1 needs --protocol=pool")
+    _check_choice("stochastic_mode", self.stochastic_mode, batch_acquisition.MODES)
+    if not self.stochastic_beta > 0:
+      raise ConfigError(f"--stochastic_beta must be positive, got {self.stochastic_beta}")
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
     _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
@@ -96,7 +106,7 @@ class Config:
       raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
                 "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size",
-                "mc_samples"]
+                "mc_samples", "ensemble_size", "batch_configs"]
     for name in positive + ["pool_size", "test_size"]:
       value = getattr(self, name)
       if value is not None and (isinstance(value, bool) or not isinstance(value, int)

@@ -134,6 +134,8 @@ class MnistCNN(nn.Module):
   stage: "all" (uint8 images -> logits), "trunk" (images -> the features before the
   first dropout, deterministic) or "head" (those features -> logits), so that Monte
   Carlo dropout runs the trunk once and only the head once per sample.
+  with_penultimate: also return the input of the last dense layer, (logits [B, C],
+  penultimate [B, D]), the embedding that core-set and BADGE use.
   """
   num_classes: int
   mean: tuple[float, ...] = (0.5,)
@@ -142,7 +144,7 @@ class MnistCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
-               mc_dropout: bool = False) -> jax.Array:
+               mc_dropout: bool = False, with_penultimate: bool = False):
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      dtype=self.dtype, name=name)
     if stage != "head":
@@ -158,13 +160,15 @@ class MnistCNN(nn.Module):
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(128, dtype=self.dtype, name="Dense_0")(x))
     x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
-    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x)
+    return (logits, x) if with_penultimate else logits
 
 
 class FruitsNet3(nn.Module):
   """The authors' "Net3": three convs with batch norm, two pools, three dense layers.
 
-  stage: as in MnistCNN; the trunk is the first convolution and its batch norm.
+  stage, with_penultimate: as in MnistCNN; the trunk is the first convolution and its
+  batch norm.
   """
   num_classes: int
   mean: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -173,7 +177,7 @@ class FruitsNet3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
-               mc_dropout: bool = False) -> jax.Array:
+               mc_dropout: bool = False, with_penultimate: bool = False):
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      dtype=self.dtype, name=name)
     drop = lambda rate, name: _dropout(rate, train, mc_dropout, name)
@@ -191,7 +195,8 @@ class FruitsNet3(nn.Module):
     x = drop(0.2, "Dropout_1")(x.reshape(x.shape[0], -1))
     x = drop(0.3, "Dropout_2")(nn.relu(nn.Dense(100, dtype=self.dtype, name="Dense_0")(x)))
     x = norm("BatchNorm_3")(nn.relu(nn.Dense(30, dtype=self.dtype, name="Dense_1")(x)))
-    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_2")(x)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_2")(x)
+    return (logits, x) if with_penultimate else logits
 
 
 MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3}

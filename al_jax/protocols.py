@@ -13,7 +13,8 @@ which protocol it runs:
     round_step(carry, data, run) -> (carry, round_metrics)
     num_rounds
 
-carry = {"train_state": TrainState, "labeled": [N] bool, "round": int32 []};
+carry = {"train_state": TrainState (an ensemble's with a leading [M] axis),
+         "labeled": [N] bool, "round": int32 []};
 data = {"pool": {"images" [N,H,W,C] uint8, "labels" [N], "valid" [N] bool},
         "test": {"images" [M,H,W,C], "labels" [M]}}, shared by all runs;
 run = {"key": the run's root key, "metric": int32 [] index into config.metrics}.
@@ -74,9 +75,13 @@ class Protocol:
                                       config.weight_decay)
     self.image_shape = image_shape
     self.num_rounds = config.num_rounds
-    self.strategies = tuple(acquisition.make(m, k=self._k, chunk_size=config.chunk_size,
-                                             mc_samples=config.mc_samples)
-                            for m in config.metrics)
+    self.strategies = tuple(
+        acquisition.make(m, k=self._k, chunk_size=config.chunk_size,
+                         mc_samples=config.mc_samples, batch_configs=config.batch_configs,
+                         stochastic_mode=config.stochastic_mode,
+                         stochastic_beta=config.stochastic_beta)
+        for m in config.metrics)
+    self.members = config.ensemble_size if config.ensemble_size > 1 else 0
     self._init_state_jit = jax.jit(self.init_state)
 
   @property
@@ -84,7 +89,8 @@ class Protocol:
     return self.config.query_size
 
   def init_state(self, key: jax.Array) -> training.TrainState:
-    return training.create_train_state(self.model, key, self.image_shape, self.tx)
+    return training.create_train_state(self.model, key, self.image_shape, self.tx,
+                                       members=self.members)
 
   def initial_carry(self, seed: int, pool: dict[str, np.ndarray]) -> dict:
     """The carry of run `seed` before round 0 (host arrays and one jitted init)."""
@@ -122,7 +128,8 @@ class PoolProtocol(Protocol):
     available = pool["valid"] & ~carry["labeled"]
     selection = lax.cond(
         r + 1 < self.num_rounds,
-        lambda: strategy(state, pool["images"], available, stream_key(run["key"], QUERY, r)),
+        lambda: strategy(state, pool["images"], available, stream_key(run["key"], QUERY, r),
+                         carry["labeled"]),
         lambda: acquisition.nothing(self._k))
     round_metrics = {**train_metrics, **self.evaluate(state, data["test"]),
                      "num_labeled": jnp.sum(carry["labeled"], dtype=jnp.int32),

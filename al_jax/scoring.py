@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from al_jax import metrics
+from al_jax import batch_acquisition, metrics
 from al_jax.training import TrainState
 
 
@@ -35,15 +35,23 @@ def score_images(state: TrainState, images: jax.Array, indices: jax.Array,
   return jax.vmap(score_one)(probs, keys)
 
 
+def map_pool(fn: Callable, images: jax.Array, *, chunk_size: int):
+  """fn(chunk [B, H, W, C], pool indices [B]) -> pytree of [B, ...], over the whole pool
+  in chunks (lax.map, one chunk in flight).  images: [N, ...], N % chunk_size == 0 ->
+  the pytree of [N, ...]."""
+  num_chunks = images.shape[0] // chunk_size
+  chunks = images.reshape(num_chunks, chunk_size, *images.shape[1:])
+  starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk_size
+  out = lax.map(lambda c: fn(c[0], c[1] + jnp.arange(chunk_size, dtype=jnp.int32)),
+                (chunks, starts))
+  return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+
+
 def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
                 key: jax.Array, *, chunk_size: int) -> jax.Array:
   """Scores the whole pool.  images: [N, H, W, C] with N % chunk_size == 0 -> [N]."""
-  num_chunks = images.shape[0] // chunk_size
-  chunks = images.reshape(num_chunks, chunk_size, *images.shape[1:])
-  starts = jnp.arange(num_chunks) * chunk_size
-  scores = lax.map(lambda c: score_images(state, c[0], c[1] + jnp.arange(chunk_size),
-                                          metric_index, key), (chunks, starts))
-  return scores.reshape(-1)
+  return map_pool(lambda chunk, indices: score_images(state, chunk, indices, metric_index, key),
+                  images, chunk_size=chunk_size)
 
 
 def select_top_k(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
@@ -142,6 +150,46 @@ def mc_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_sampl
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
   return jax.vmap(one_pass)(jnp.arange(num_samples))
+
+
+def sample_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_samples: int
+                     ) -> jax.Array:
+  """Consistent posterior samples [K, B, C] of log-probabilities: an ensemble's members
+  (K = M, `key` and `num_samples` unused), else K = num_samples MC dropout passes."""
+  if state.members:
+    return state.per_member(
+        lambda member: jax.nn.log_softmax(member.logits(images).astype(jnp.float32), axis=-1))
+  return mc_log_probs(state, images, key, num_samples)
+
+
+def pool_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_samples: int, *,
+                   chunk_size: int) -> jax.Array:
+  """`sample_log_probs` of the whole pool.  images: [N, H, W, C] -> [K, N, C]."""
+  per_image = map_pool(lambda chunk, _: jnp.swapaxes(
+      sample_log_probs(state, chunk, key, num_samples), 0, 1), images, chunk_size=chunk_size)
+  return jnp.swapaxes(per_image, 0, 1)
+
+
+def embeddings(state: TrainState, images: jax.Array, kind: str) -> jax.Array:
+  """Per-image embeddings in inference mode.  images: [B, H, W, C] -> [B, E].
+
+  kind "penultimate": the input of the last dense layer, E = D (core-set);
+  "gradient": BADGE's last-layer gradient embedding at the predicted label, E = C * D
+  (`batch_acquisition.badge_embeddings`). An ensemble concatenates its members' (E * M).
+  """
+  def one(member):
+    variables = {"params": member.params, "batch_stats": member.batch_stats}
+    logits, penultimate = member.apply_fn(variables, images, train=False,
+                                          with_penultimate=True)
+    penultimate = penultimate.astype(jnp.float32)
+    if kind == "penultimate":
+      return penultimate
+    return batch_acquisition.badge_embeddings(penultimate, logits)
+
+  out = state.per_member(one)
+  if state.members:  # [M, B, E] -> [B, M * E]
+    out = jnp.moveaxis(out, 0, 1).reshape(out.shape[1], -1)
+  return out
 
 
 def stream_top_k(state: TrainState, chunks, metric_index: int, key: jax.Array, *, k: int

@@ -22,23 +22,43 @@ Batch = dict[str, jax.Array]
 
 
 class TrainState(struct.PyTreeNode):
-  """Everything that changes during training: one pytree (model/optimizer are static)."""
+  """Everything that changes during training: one pytree (model/optimizer are static).
+
+  members: 0 for one model; M for a deep ensemble, whose array leaves all carry a
+  leading [M] axis (built and trained member by member under `vmap`, see
+  `per_member`). An ensemble's `logits` are the log of its mean probabilities, so
+  evaluation and the per-image scorers see the ensemble's prediction.
+  """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   apply_fn: Any = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  members: int = struct.field(pytree_node=False, default=0)
 
   def logits(self, images: jax.Array, train: bool = False, key: jax.Array | None = None,
              params: Any = None):
     """uint8 images [B, H, W, C] -> logits [B, C] (and new batch stats when train)."""
+    if self.members:
+      if train:
+        raise ValueError("an ensemble trains member by member: vmap over state.per_member")
+      log_probs = self.per_member(lambda member: jax.nn.log_softmax(
+          member.logits(images).astype(jnp.float32)))  # [M, B, C]
+      return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(self.members)
     variables = {"params": self.params if params is None else params,
                  "batch_stats": self.batch_stats}
     if not train:
       return self.apply_fn(variables, images, train=False)
     return self.apply_fn(variables, images, train=True, rngs={"dropout": key},
                          mutable=["batch_stats"])
+
+  def per_member(self, fn, *args):
+    """fn(member_state, *member_args) over the ensemble's members by `vmap`; every arg
+    has a leading [M] axis, and so does every output. A single model: fn(self, *args)."""
+    if not self.members:
+      return fn(self, *args)
+    return jax.vmap(fn)(self.replace(members=0), *args)
 
 
 def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
@@ -48,8 +68,13 @@ def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
 
 
 def create_train_state(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...],
-                       tx: optax.GradientTransformation) -> TrainState:
-  """Fresh parameters for images of shape [H, W, C]."""
+                       tx: optax.GradientTransformation, members: int = 0) -> TrainState:
+  """Fresh parameters for images of shape [H, W, C]; with members = M > 0 an ensemble
+  of M models initialised from fold_in(key, m)."""
+  if members:
+    keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
+    state = jax.vmap(lambda k: create_train_state(model, k, image_shape, tx))(keys)
+    return state.replace(members=members)
   variables = model.init(key, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -113,8 +138,16 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
   the compiled loop serves every labeled-set size. `batch_sharding` (see
   al_jax.sharding) splits every batch over devices for data-parallel training. Returns
-  the state and the mean train loss / accuracy over the last epoch.
+  the state and the mean train loss / accuracy over the last epoch. An ensemble trains
+  its members together, vmapped, member m with key fold_in(key, m) (its own batch
+  order and dropout); the metrics are the members' means.
   """
+  if state.members:
+    keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(state.members))
+    state, metrics = state.per_member(
+        lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
+                              batch_size=batch_size, batch_sharding=batch_sharding), keys)
+    return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
   steps = (num_labeled + batch_size - 1) // batch_size
   zero = jnp.zeros((), jnp.float32)

@@ -61,7 +61,16 @@ flags.DEFINE_float("momentum", None, "SGD momentum (0.9).")
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (0 MNIST, 8e-4 Fruits-360).")
 flags.DEFINE_integer("chunk_size", 1000, "Pool images scored per compiled chunk.")
 flags.DEFINE_integer("mc_samples", 20, "Monte Carlo dropout passes for bald, "
-                     "variation_ratios, mean_std and predictive_entropy.")
+                     "variation_ratios, mean_std, predictive_entropy, batchbald and their "
+                     "stochastic_ variants.")
+flags.DEFINE_integer("ensemble_size", 1, "pool: train a deep ensemble of this many models "
+                     "(one vmapped program); the Bayesian and batch strategies then use its "
+                     "members instead of dropout passes, the paper's scorers its mean.")
+flags.DEFINE_integer("batch_configs", 1000, "batchbald: label configurations of the chosen "
+                     "points, exact up to this many, sampled beyond.")
+flags.DEFINE_string("stochastic_mode", "power", "stochastic_<scorer>: power, softmax or "
+                    "softrank sampling of the scores.")
+flags.DEFINE_float("stochastic_beta", 1.0, "stochastic_<scorer>: inverse temperature.")
 flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<protocol>).")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir and start afresh.")
 flags.DEFINE_bool("plot", True, "Write PNG figures after the runs.")
@@ -104,7 +113,9 @@ def main(argv):
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
       weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size,
-      mc_samples=FLAGS.mc_samples, vmap_runs=FLAGS.vmap_runs)
+      mc_samples=FLAGS.mc_samples, ensemble_size=FLAGS.ensemble_size,
+      batch_configs=FLAGS.batch_configs, stochastic_mode=FLAGS.stochastic_mode,
+      stochastic_beta=FLAGS.stochastic_beta, vmap_runs=FLAGS.vmap_runs)
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")

@@ -1,4 +1,5 @@
-"""The acquisition interface: Monte Carlo dropout passes and the strategies built on them."""
+"""The acquisition interface: Monte Carlo dropout passes, ensembles, embeddings and the
+strategies built on them."""
 
 import chex
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from al_jax import acquisition, bayesian, models, scoring, specs, training
+from al_jax import (acquisition, batch_acquisition, bayesian, models, scoring, specs,
+                    training)
 
 
 @pytest.fixture(scope="module", params=["mnist", "fruits360"])
@@ -17,6 +19,10 @@ def model_and_pool(request):
                                       shape, training.make_optimizer(0.01, 0.9, 0.0))
   pool = jax.random.randint(jax.random.key(1), (120, *shape), 0, 256).astype(jnp.uint8)
   return state, pool
+
+
+# The joint strategies' tests run on one model (their selectors are model-agnostic).
+MNIST_ONLY = pytest.mark.parametrize("model_and_pool", ["mnist"], indirect=True)
 
 
 def test_mc_passes_agree_across_chunks_and_equal_the_full_network(model_and_pool):
@@ -82,6 +88,180 @@ def test_too_few_available_gives_minus_one(model_and_pool):
   np.testing.assert_array_equal(selection.indices[2:], [-1, -1])
 
 
-def test_unknown_strategy_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="unknown metric 'batchbald'.*bald, variation_ratios"):
-    acquisition.make("batchbald", k=3)
+@pytest.mark.parametrize("name,options,message", [
+    ("batch_bald", {}, "unknown metric 'batch_bald'; valid: .*bald, .*batchbald, .*badge"),
+    ("batchbald", {"k": 0}, "k must be a positive integer, got 0"),
+    ("bald", {"mc_samples": 0}, "mc_samples must be a positive integer, got 0"),
+    ("batchbald", {"batch_configs": 0}, "batch_configs must be a positive integer"),
+    ("stochastic_bald", {"stochastic_mode": "gumbel"}, "unknown stochastic_mode 'gumbel'"),
+])
+def test_bad_options_get_one_line(name, options, message):
+  with pytest.raises(ValueError, match=message) as error:
+    acquisition.make(name, **{"k": 3, **options})
+  assert "\n" not in str(error.value)
+
+
+def _single(model_and_pool):
+  state, pool = model_and_pool
+  return state, pool, jnp.arange(120) % 3 != 0, jax.random.key(6)
+
+
+@MNIST_ONLY
+def test_batchbald_of_one_is_balds_top_1(model_and_pool):
+  state, pool, available, key = _single(model_and_pool)
+  top = acquisition.make("bald", k=1, chunk_size=40, mc_samples=6)(state, pool, available, key)
+  one = acquisition.make("batchbald", k=1, chunk_size=40, mc_samples=6)(
+      state, pool, available, key)
+  assert int(one.indices[0]) == int(top.indices[0])
+  np.testing.assert_allclose(one.scores, top.scores, rtol=1e-4, atol=1e-6)
+  batch = jax.jit(acquisition.make("batchbald", k=5, chunk_size=40, mc_samples=6,
+                                   batch_configs=50))(state, pool, available, key)
+  picked = np.asarray(batch.indices)
+  assert picked[0] == int(top.indices[0]) and len(set(picked)) == 5
+  assert np.all(np.asarray(available)[picked])
+  assert np.all(np.diff(np.asarray(batch.scores)) > -1e-6)  # I(y_A; w) grows with A
+
+
+@MNIST_ONLY
+def test_stochastic_batch_at_high_beta_is_the_top_k(model_and_pool):
+  state, pool, available, key = _single(model_and_pool)
+  for name in ("entropy", "bald"):
+    top = acquisition.make(name, k=6, chunk_size=40, mc_samples=4)(state, pool, available, key)
+    sharp = acquisition.make(f"stochastic_{name}", k=6, chunk_size=40, mc_samples=4,
+                             stochastic_beta=1e6)(state, pool, available, key)
+    np.testing.assert_array_equal(sharp.indices, top.indices)
+    np.testing.assert_allclose(sharp.scores, top.scores, rtol=1e-5)
+  draws = [acquisition.make("stochastic_entropy", k=6, chunk_size=40)(
+      state, pool, available, jax.random.key(s)).indices for s in range(3)]
+  assert len({tuple(np.asarray(d)) for d in draws}) > 1  # beta = 1 samples
+
+
+def _numpy_k_center(x, labeled, available, k):
+  x = np.asarray(x, np.float64)
+  centers = list(np.flatnonzero(labeled))
+  free, picks = np.asarray(available).copy(), []
+  for _ in range(k):
+    d = np.full(len(x), np.inf)
+    for c in centers:
+      d = np.minimum(d, ((x - x[c]) ** 2).sum(-1))
+    d[~free] = -1
+    picks.append(int(np.argmax(d)))
+    centers.append(picks[-1])
+    free[picks[-1]] = False
+  return picks
+
+
+@MNIST_ONLY
+def test_coreset_is_k_center_on_the_penultimate_layer(model_and_pool):
+  state, pool, available, key = _single(model_and_pool)
+  features = scoring.embeddings(state, pool, "penultimate")
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits, penultimate = state.apply_fn(variables, pool, train=False, with_penultimate=True)
+  np.testing.assert_allclose(features, penultimate)
+  last = list(state.params)[-1]  # the last dense layer maps the penultimate to logits
+  np.testing.assert_allclose(penultimate @ state.params[last]["kernel"]
+                             + state.params[last]["bias"], logits, rtol=1e-4, atol=1e-4)
+  labeled = ~available & (jnp.arange(120) < 60)
+  selection = jax.jit(acquisition.make("coreset", k=6, chunk_size=40))(
+      state, pool, available, key, labeled)
+  assert np.asarray(selection.indices).tolist() == _numpy_k_center(features, labeled,
+                                                                   available, 6)
+  with pytest.raises(ValueError, match="coreset needs the labeled mask"):
+    acquisition.make("coreset", k=6, chunk_size=40)(state, pool, available, key)
+
+
+def test_badge_embeddings_are_last_layer_gradients(model_and_pool):
+  state, pool, available, key = _single(model_and_pool)
+  images = pool[:5]
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  last = list(state.params)[-1]
+
+  def loss(kernel, image):
+    params = {**state.params, last: {**state.params[last], "kernel": kernel}}
+    logits = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                            image[None], train=False)[0]
+    label = jnp.argmax(jax.lax.stop_gradient(logits))
+    return -jax.nn.log_softmax(logits)[label]
+
+  kernel = state.params[last]["kernel"]  # [D, C]
+  grads = jax.vmap(jax.grad(loss), in_axes=(None, 0))(kernel, images)  # [5, D, C]
+  embedded = scoring.embeddings(state, images, "gradient")
+  np.testing.assert_allclose(embedded, grads.transpose(0, 2, 1).reshape(5, -1),
+                             rtol=1e-4, atol=1e-6)
+  del variables
+  selection = jax.jit(acquisition.make("badge", k=6, chunk_size=40))(state, pool, available, key)
+  expected = batch_acquisition.kmeans_pp(scoring.embeddings(state, pool, "gradient"),
+                                         available, 6, key)
+  np.testing.assert_array_equal(selection.indices, expected)
+  assert np.all(np.asarray(available)[np.asarray(selection.indices)])
+
+
+@MNIST_ONLY
+def test_choose_switches_between_joint_strategies(model_and_pool):
+  state, pool, available, key = _single(model_and_pool)
+  labeled = ~available
+  strategies = [acquisition.make(n, k=4, chunk_size=40, mc_samples=3)
+                for n in ("entropy", "coreset", "badge", "batchbald")]
+  picked = jax.jit(lambda i: acquisition.choose(strategies, i)(state, pool, available, key,
+                                                                labeled))
+  for i, strategy in enumerate(strategies):
+    np.testing.assert_array_equal(picked(jnp.int32(i)).indices,
+                                  strategy(state, pool, available, key, labeled).indices)
+
+
+# ---------------------------------------------------------------------------- ensembles
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+  spec = specs.get("mnist")
+  model = models.create_model(spec, 10)
+  tx = training.make_optimizer(0.05, 0.9, 0.0)
+  state = jax.jit(training.create_train_state, static_argnums=(0, 2, 3, 4))(
+      model, jax.random.key(0), (16, 16, 1), tx, 3)
+  pool = jax.random.randint(jax.random.key(1), (80, 16, 16, 1), 0, 256).astype(jnp.uint8)
+  return model, tx, state, pool
+
+
+def test_ensemble_members_are_models_from_their_own_keys(ensemble):
+  model, tx, state, pool = ensemble
+  assert state.members == 3
+  chex.assert_shape(state.step, (3,))
+  members = [training.create_train_state(model, jax.random.fold_in(jax.random.key(0), m),
+                                         (16, 16, 1), tx) for m in range(3)]
+  member_log_probs = jnp.stack([jax.nn.log_softmax(m.logits(pool)) for m in members])
+  samples = scoring.sample_log_probs(state, pool, jax.random.key(9), 50)  # K = M
+  np.testing.assert_allclose(samples, member_log_probs, rtol=1e-5, atol=1e-5)
+  # The ensemble predicts with its mean probabilities.
+  np.testing.assert_allclose(jax.nn.softmax(state.logits(pool)),
+                             jnp.exp(member_log_probs).mean(0), rtol=1e-5, atol=1e-6)
+  features = scoring.embeddings(state, pool, "penultimate")
+  np.testing.assert_allclose(features[:, 128:256],
+                             scoring.embeddings(members[1], pool, "penultimate"), rtol=1e-5)
+  # Its BALD is the mutual information over the members.
+  selection = acquisition.make("bald", k=5, chunk_size=40)(state, pool, jnp.ones(80, bool),
+                                                           jax.random.key(9))
+  expected = scoring.select_top_k(bayesian.bald(member_log_probs), jnp.ones(80, bool), 5)
+  np.testing.assert_array_equal(selection.indices, expected)
+
+
+def test_ensemble_fit_equals_members_fitted_alone(ensemble):
+  model, tx, state, pool = ensemble
+  labels = jnp.arange(80) % 10
+  mask = jnp.arange(80) < 30
+  key = jax.random.key(4)
+  fit = jax.jit(training.fit, static_argnames=("epochs", "batch_size"))
+  together, metrics = fit(state, pool, labels, mask, key, epochs=2, batch_size=8)
+  assert together.members == 3
+  losses = []
+  for m in range(3):
+    member = jax.tree.map(lambda x: x[m], state.replace(members=0))
+    alone, alone_metrics = fit(member, pool, labels, mask, jax.random.fold_in(key, m),
+                               epochs=2, batch_size=8)
+    for a, b in zip(jax.tree.leaves(alone.params),
+                    jax.tree.leaves(jax.tree.map(lambda x: x[m], together.params))):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    losses.append(alone_metrics["train_loss"])
+  np.testing.assert_allclose(metrics["train_loss"], np.mean(losses), rtol=1e-4)
+  assert not np.allclose(jax.tree.leaves(together.params)[0][0],
+                         jax.tree.leaves(together.params)[0][1])
