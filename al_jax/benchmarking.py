@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from al_jax import acquisition as acquisition_lib
-from al_jax import models, scoring, specs, training
+from al_jax import bayesian, models, scoring, specs, training
 
 
 
@@ -167,23 +167,89 @@ def scale(dataset: str, size: int, *, chunk_size: int = 2000, k: int = 100) -> d
           "top_score": float(scores[0])}
 
 
+def _timed_compiled(jitted, *args, repeats: int) -> tuple[float, float, object]:
+  """(compile seconds, median run seconds, compiled): compiled ahead of time, so no
+  warm-up call is needed (a BALD pass over 60,000 images takes minutes on CPU)."""
+  compile_s, compiled = _compile_time(jitted, *args)
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t)
+  return compile_s, statistics.median(times), compiled
+
+
 def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: int = 1000,
-                k: int = 10, mc_samples: tuple[int, ...] = (20, 100), repeats: int = 3) -> dict:
-  """Seconds to choose k images from a pool of `pool_size` synthetic images: a
-  deterministic scorer (entropy, one pass) and MC-dropout BALD with K passes."""
+                k: int = 10, mc_samples: tuple[int, ...] = (20, 100), ensemble_size: int = 5,
+                labeled: int = 1280, repeats: int = 1) -> dict:
+  """Seconds to choose k images from a pool of `pool_size` synthetic images with each
+  strategy; BALD's achieved FLOP/s against a matmul's; an ensemble's fit against
+  `ensemble_size` separate fits.
+
+  Strategies: entropy (one pass); BALD with K MC-dropout passes for each K; BatchBALD,
+  stochastic BALD (power), both with the largest K; core-set and BADGE (one pass and a
+  greedy selection over [N, E] embeddings); BALD over a deep ensemble's members.
+  """
+  spec = specs.get(dataset)
   state = _state(dataset)
-  shape = specs.get(dataset).image_shape(32)
+  shape = spec.image_shape(32)
   pool_size = -(-pool_size // chunk_size) * chunk_size
   images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
-  available = jnp.ones(pool_size, bool)
+  available = jnp.arange(pool_size) >= labeled
   key = jax.random.key(2)
+  big_k = max(mc_samples)
   strategies = {"entropy": acquisition_lib.make("entropy", k=k, chunk_size=chunk_size)}
   for m in mc_samples:
     strategies[f"bald_k{m}"] = acquisition_lib.make("bald", k=k, chunk_size=chunk_size,
                                                     mc_samples=m)
-  seconds = {name: _median_time(jax.jit(s), state, images, available, key, repeats=repeats)
-             for name, s in strategies.items()}
-  return {"dataset": dataset, "pool_size": pool_size, "k": k, "chunk_size": chunk_size,
-          "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-          "seconds": seconds,
-          "relative_to_entropy": {n: s / seconds["entropy"] for n, s in seconds.items()}}
+  strategies[f"batchbald_k{big_k}"] = acquisition_lib.make(
+      "batchbald", k=k, chunk_size=chunk_size, mc_samples=big_k)
+  strategies[f"stochastic_bald_k{big_k}"] = acquisition_lib.make(
+      "stochastic_bald", k=k, chunk_size=chunk_size, mc_samples=big_k)
+  strategies["coreset"] = acquisition_lib.make("coreset", k=k, chunk_size=chunk_size)
+  strategies["badge"] = acquisition_lib.make("badge", k=k, chunk_size=chunk_size)
+  seconds, compile_s = {}, {}
+  for name, strategy in strategies.items():
+    compile_s[name], seconds[name], _ = _timed_compiled(
+        jax.jit(strategy), state, images, available, key, ~available, repeats=repeats)
+
+  tx = training.make_optimizer(spec.learning_rate, spec.momentum, spec.weight_decay)
+  model = models.create_model(spec, 10)
+  ensemble = jax.jit(training.create_train_state, static_argnums=(0, 2, 3, 4))(
+      model, jax.random.key(0), shape, tx, ensemble_size)
+  name = f"ensemble{ensemble_size}_bald"
+  compile_s[name], seconds[name], _ = _timed_compiled(
+      jax.jit(acquisition_lib.make("bald", k=k, chunk_size=chunk_size)), ensemble, images,
+      available, key, ~available, repeats=repeats)
+
+  # BALD's FLOPs: one chunk's compiled MC passes and scorer, times the chunks.
+  bald_chunk = jax.jit(lambda s, x, key: bayesian.bald(scoring.mc_log_probs(s, x, key, big_k)))
+  chunk_flops = _flops(_compile_time(bald_chunk, state, images[:chunk_size], key)[1])
+  peak = matmul_flops_per_s()
+
+  # An ensemble's fit (one vmapped program) against its members fitted one by one.
+  labels = jax.random.randint(jax.random.key(3), (pool_size,), 0, 10)
+  mask = jnp.arange(pool_size) < labeled
+  fit = jax.jit(functools.partial(training.fit, epochs=1, batch_size=spec.batch_size))
+  _, ensemble_fit_s, _ = _timed_compiled(fit, ensemble, images, labels, mask, key,
+                                         repeats=max(repeats, 3))
+  _, single_fit_s, _ = _timed_compiled(fit, state, images, labels, mask, key,
+                                       repeats=max(repeats, 3))
+  result = {
+      "dataset": dataset, "pool_size": pool_size, "k": k, "chunk_size": chunk_size,
+      "labeled": labeled, "backend": jax.default_backend(),
+      "device": jax.devices()[0].device_kind, "jax_version": jax.__version__,
+      "seconds": seconds, "compile_s": compile_s,
+      "relative_to_entropy": {n: s / seconds["entropy"] for n, s in seconds.items()},
+      f"batchbald_over_bald_k{big_k}": seconds[f"batchbald_k{big_k}"] / seconds[f"bald_k{big_k}"],
+      "matmul_flops_per_s": peak,
+      "ensemble_size": ensemble_size, "ensemble_fit_s": ensemble_fit_s,
+      "single_fit_s": single_fit_s,
+      "ensemble_fit_over_separate_fits": ensemble_fit_s / (ensemble_size * single_fit_s),
+  }
+  if chunk_flops:
+    flops = chunk_flops * pool_size / chunk_size
+    result[f"bald_k{big_k}_flops"] = flops
+    result[f"bald_k{big_k}_flops_per_s"] = flops / seconds[f"bald_k{big_k}"]
+    result[f"bald_k{big_k}_fraction_of_matmul"] = flops / seconds[f"bald_k{big_k}"] / peak
+  return result

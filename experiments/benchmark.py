@@ -8,7 +8,7 @@ scoring: probabilities, metric and running top-k), compile_s, round_s (one small
 round), peak_memory_bytes, and achieved FLOP/s against a large matmul's. --scale streams
 pools of the given sizes from the host, each in a fresh process (its own peak memory).
 --grid=DATA_DIR times the paper's 15-run comparison run three ways; --acquisition times
-choosing 10 images by entropy and by MC-dropout BALD.
+choosing 10 images with every kind of strategy (docs/BENCHMARKS.md).
 """
 
 import json
@@ -35,8 +35,10 @@ flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit."
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
 flags.DEFINE_list("scale", None, "Pool sizes to stream (e.g. 60000,600000,6000000).")
 flags.DEFINE_integer("scale_one", None, "Internal: stream one pool of this size.")
-flags.DEFINE_bool("acquisition", False, "Time choosing 10 of --pool_size images by entropy "
-                  "and by MC-dropout BALD (K = 20 and 100).")
+flags.DEFINE_bool("acquisition", False, "Time choosing 10 of --pool_size images with each "
+                  "strategy (entropy, BALD K = 20 and 100, BatchBALD, stochastic BALD, "
+                  "core-set, BADGE, 5-member ensemble BALD), BALD's FLOP/s against a "
+                  "matmul's, and a 5-member ensemble's fit against 5 fits.")
 flags.DEFINE_string("grid", None, "Time --metric=all --seeds=3 (15 pool runs) three ways "
                     "on this data folder: 15 separate processes, one process one run after "
                     "another, one vmapped program.")

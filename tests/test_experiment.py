@@ -159,6 +159,30 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
     assert _strip_timing(resumed[run]) == _strip_timing(records)
 
 
+@pytest.mark.parametrize("metrics,ensemble_size", [
+    (("batchbald", "stochastic_bald", "coreset", "badge"), 1),
+    (("bald", "entropy", "coreset"), 3)])
+def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, ensemble_size):
+  """Batch-aware strategies and a deep ensemble in one compiled round step: disjoint
+  queries of the right size, different choices, the same seed the same selection."""
+  config = dataclasses.replace(SMALL, metrics=metrics, mc_samples=4, batch_configs=100,
+                               ensemble_size=ensemble_size)
+  runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
+  for records in runs.values():
+    labeled = set(records[0]["initial_labeled"])
+    for r in records[:-1]:
+      assert len(set(r["selected"])) == 20 and not labeled & set(r["selected"])
+      labeled |= set(r["selected"])
+  firsts = {tuple(records[0]["selected"]) for records in runs.values()}
+  assert len(firsts) == len(metrics)
+  program = experiment.round_program(experiment.static_config(config), 10, (28, 28, 1),
+                                     600, False)
+  assert program.num_compiled == 1
+  again = experiment.run(dataclasses.replace(config, metrics=metrics[-1:]),
+                         str(tmp_path / "again"), data=sample)
+  assert _strip_timing(again[(metrics[-1], 0)]) == _strip_timing(runs[(metrics[-1], 0)])
+
+
 def test_reselect_smoke(tmp_path, sample):
   config = dataclasses.replace(SMALL, protocol="reselect", metrics=("least_confidence",),
                                epochs=2, select_batches=3)
@@ -394,10 +418,15 @@ def test_bad_input_from_a_real_process(tmp_path):
       f"error: unknown metric 'margin'; valid: {', '.join(acquisition.NAMES)}"]
 
 
-def test_kill_9_mid_round_then_resume(tmp_path):
-  flags = ["--dataset=mnist", "--data_dir=sample", "--metric=least_confidence", "--seed=0",
+@pytest.mark.parametrize("strategy_flags", [
+    ["--metric=least_confidence"],
+    ["--metric=batchbald,stochastic_bald,coreset,badge", "--mc_samples=4"],
+    ["--metric=bald,badge", "--ensemble_size=2"]], ids=["paper", "joint", "ensemble"])
+def test_kill_9_mid_round_then_resume(tmp_path, strategy_flags):
+  flags = ["--dataset=mnist", "--data_dir=sample", "--seed=0", *strategy_flags,
            "--initial_size=20", "--query_size=20", "--rounds=4", "--epochs_per_round=6",
            "--batch_size=32", "--chunk_size=200", "--plot=false"]
+
   whole = _cli(*flags, f"--workdir={tmp_path / 'whole'}")
   assert whole.returncode == 0, whole.stderr[-2000:]
   assert sorted(os.listdir(tmp_path / "whole" / "checkpoints")) == ["2", "3", "4"]  # last 3
@@ -410,12 +439,17 @@ def test_kill_9_mid_round_then_resume(tmp_path):
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  done_before = len((workdir / "results.jsonl").read_text().splitlines())
-  assert 2 <= done_before < 4, "the run was not interrupted"
+  done_before = {len(r) for r in _job_results(workdir).values()}
+  assert len(done_before) == 1 and 2 <= done_before.pop() < 4, "the run was not interrupted"
   again = _cli(*flags, f"--workdir={workdir}")
   assert again.returncode == 0, again.stderr[-2000:]
-  assert _strip_timing(experiment.read_results(str(workdir))) == \
-      _strip_timing(experiment.read_results(str(tmp_path / "whole")))
+  assert _job_results(workdir) == _job_results(tmp_path / "whole")
+
+
+def _job_results(workdir):
+  """{results file relative to workdir: records without timings} of a whole job."""
+  return {os.path.relpath(path, workdir): _strip_timing(experiment.read_results(str(path)))
+          for path in sorted(workdir.rglob("results.jsonl"))}
 
 
 def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
