@@ -46,6 +46,8 @@ class Config:
   class_balanced_init: bool = False
   keep_training: bool = False         # default: re-initialise the model every round
   epochs_per_round: int = 20
+  min_steps: int = 0                  # train each round at least this many SGD steps
+                                      # (whole epochs; 0 = epochs_per_round only)
   # reselect protocol (what the authors ran)
   epochs: int | None = None
   select_batches: int | None = None
@@ -112,6 +114,9 @@ class Config:
       if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                 or value <= 0):
         raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or \
+        self.min_steps < 0:
+      raise ConfigError(f"--min_steps must be a non-negative integer, got {self.min_steps!r}")
     if self.learning_rate <= 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
     if self.weight_decay < 0:

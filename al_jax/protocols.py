@@ -123,7 +123,7 @@ class PoolProtocol(Protocol):
     state, train_metrics = training.fit(
         state, pool["images"], pool["labels"], carry["labeled"],
         stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
-        batch_size=cfg.batch_size)
+        batch_size=cfg.batch_size, min_steps=cfg.min_steps)
     strategy = acquisition.choose(self.strategies, run["metric"])
     available = pool["valid"] & ~carry["labeled"]
     selection = lax.cond(

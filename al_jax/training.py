@@ -130,9 +130,10 @@ def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
-        key: jax.Array, *, epochs: int, batch_size: int,
+        key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
         batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict]:
-  """Trains `epochs` epochs on the images where `mask` is True.
+  """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
+  epochs as reach `min_steps` SGD steps (a tiny labeled set still trains enough).
 
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
@@ -146,7 +147,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(state.members))
     state, metrics = state.per_member(
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
-                              batch_size=batch_size, batch_sharding=batch_sharding), keys)
+                              batch_size=batch_size, min_steps=min_steps,
+                              batch_sharding=batch_sharding), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
   steps = (num_labeled + batch_size - 1) // batch_size
@@ -170,6 +172,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
     state, sums = lax.fori_loop(0, steps, step, (state, (zero, zero)))
     return state, sums
 
+  if min_steps:  # a traced number of epochs: one compiled loop for every set size
+    epochs = jnp.maximum(epochs, (min_steps + steps - 1) // jnp.maximum(steps, 1))
   state, (loss_sum, acc_sum) = lax.fori_loop(0, epochs, epoch, (state, (zero, zero)))
   steps_f = jnp.maximum(steps, 1).astype(jnp.float32)
   return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f}

@@ -38,7 +38,8 @@ flags.DEFINE_string("classes", None, "Class subset, e.g. 0,1 or apple,banana (bi
 flags.DEFINE_integer("image_size", 32, "Fruits-360 and folder images are resized to this size.")
 flags.DEFINE_float("test_fraction", 0.2, "folder without test/: share of each class held "
                    "out as the test set (a fixed, seeded split).")
-flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default: the data set's; "
+flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (small head, "
+                    "for tiny labeled sets) (default: the data set's; "
                     "for a folder, by channels: grey mnist_cnn, colour fruits_net3).")
 flags.DEFINE_integer("pool_size", None, "Use a fixed random subset of the training set.")
 flags.DEFINE_integer("test_size", None, "Use a fixed random subset of the test set.")
@@ -50,6 +51,8 @@ flags.DEFINE_bool("class_balanced", False, "pool: class-balanced initial set.")
 flags.DEFINE_bool("keep_training", False,
                   "pool: keep training the previous model (default: re-initialise each round).")
 flags.DEFINE_integer("epochs_per_round", 20, "pool: training epochs on the labeled set per round.")
+flags.DEFINE_integer("min_steps", 0, "pool: train each round for at least this many SGD "
+                     "steps (more whole epochs when the labeled set is small); 0 = off.")
 flags.DEFINE_integer("epochs", None, "reselect: epochs (default 350 MNIST, 20 Fruits-360).")
 flags.DEFINE_integer("select_batches", None, "reselect: batches kept per epoch (25 / 20).")
 flags.DEFINE_enum("select", "batches", ["batches", "samples"],
@@ -108,7 +111,7 @@ def main(argv):
       pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
       class_balanced_init=FLAGS.class_balanced, keep_training=FLAGS.keep_training,
-      epochs_per_round=FLAGS.epochs_per_round, epochs=FLAGS.epochs,
+      epochs_per_round=FLAGS.epochs_per_round, min_steps=FLAGS.min_steps, epochs=FLAGS.epochs,
       select_batches=FLAGS.select_batches, select=FLAGS.select,
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,

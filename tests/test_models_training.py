@@ -108,6 +108,34 @@ def test_fit_uses_only_the_labeled_images():
   assert int(a.step) == 2 * 2  # 100 labeled, batch 64: 2 steps per epoch
 
 
+def test_min_steps_adds_whole_epochs_for_small_labeled_sets():
+  """One compiled fit: 20 labeled is 1 step per epoch, so 12 epochs reach 12 steps;
+  300 labeled is 5 steps per epoch, so 3 whole epochs (15 steps)."""
+  images, labels = _images(400), jnp.arange(400) % 10
+  fit = jax.jit(functools.partial(training.fit, epochs=1, batch_size=64, min_steps=12))
+  state = _state()
+  small, _ = fit(state, images, labels, jnp.arange(400) < 20, jax.random.key(7))
+  large, _ = fit(state, images, labels, jnp.arange(400) < 300, jax.random.key(7))
+  assert int(small.step) == 12          # 12 epochs of 1 step
+  assert int(large.step) == 15          # ceil(12 / 5) = 3 epochs of 5 steps
+  assert fit._cache_size() == 1
+  plain = jax.jit(functools.partial(training.fit, epochs=1, batch_size=64))
+  assert int(plain(state, images, labels, jnp.arange(400) < 20,
+                   jax.random.key(7))[0].step) == 1
+
+
+def test_pooled_cnn_has_a_small_head():
+  model = models.create_model(specs.get("mnist"), 10, model="pooled_cnn")
+  state = training.create_train_state(model, jax.random.key(0), (28, 28, 1),
+                                      training.make_optimizer(0.01, 0.9, 0.0))
+  chex.assert_shape(state.logits(_images(3)), (3, 10))
+  assert state.params["Dense_0"]["kernel"].shape == (4 * 4 * 64, 128)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  trunk = state.apply_fn(variables, _images(3), train=False, stage="trunk")
+  np.testing.assert_allclose(state.apply_fn(variables, trunk, train=False, stage="head"),
+                             state.logits(_images(3)), rtol=1e-5, atol=1e-5)
+
+
 def test_labeled_order_puts_a_permutation_of_the_labeled_first():
   mask = jnp.array([True, False, True, True, False, True])
   order = np.asarray(training.labeled_order(mask, jax.random.key(0)))
