@@ -455,8 +455,13 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
   train/ folder names, sorted. Every image is resized to S x S (bilinear, aspect not
   kept); C is 1 when every image is greyscale, else 3. Without test/, each class is
   split with a fixed seed: round(test_fraction * n) of its n images (at most n - 1) go
-  to the test set. Decoded arrays are cached as .npz, keyed by every file's size and
-  modification time.
+  to the test set. Decoded arrays are cached as .npz, keyed by every file's size,
+  modification and change times and inode, taken when the folder is listed.
+
+  A file that changes while the images are read (written, truncated, replaced or
+  deleted between the listing and the end of the decode) stops the load with one line
+  and nothing is cached: the arrays would mix two states of the folder, and a job that
+  skipped the file would get a different pool from its own resume once the file settles.
 
   A file that is not an image or does not decode is skipped, and one warning line
   counts them: one bad file among thousands of a user's photos should not stop a job,
@@ -490,8 +495,9 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
     train_files, train_labels = [train_files[i] for i in train_idx], train_labels[train_idx]
   else:
     test_files, test_labels = _flatten(test, class_names)
+  stamps = {path: _stamp(path) for path in train_files + test_files + ignored}
   cache = _folder_cache_path(root, image_size, test_fraction, seed, class_names,
-                             train_files, test_files, ignored)
+                             train_files, test_files, ignored, stamps)
   arrays = _read_cache(cache, _SPLIT_KEYS + ("skipped",))
   if arrays is None:
     logging.info("decoding %d images of %d classes from %s at %dx%d into the cache %s",
@@ -499,6 +505,7 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
                  image_size, cache)
     arrays = _decode_folder(train_files, train_labels, test_files, test_labels,
                             image_size, class_names, root, ignored)
+    _check_unchanged(root, stamps)  # Before the cache is written.
     _write_cache(cache, arrays)
   skipped = [line.split("\t") for line in arrays["skipped"].tolist()]
   if skipped:
@@ -601,21 +608,49 @@ def _flatten(classes: dict[str, list[str]],
   return files, np.array(labels, np.int32)
 
 
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+  """(size, mtime_ns, ctime_ns, inode) of a file; None when it cannot be stat'ed."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def _folder_cache_path(root: str, image_size: int, test_fraction: float, seed: int,
                        class_names: tuple[str, ...], train_files: list[str],
-                       test_files: list[str], ignored: list[str]) -> str:
-  """Cache file named by a hash of the settings and every file's path, size and mtime."""
+                       test_files: list[str], ignored: list[str],
+                       stamps: dict[str, tuple[int, int, int, int] | None]) -> str:
+  """Cache file named by a hash of the settings and every file's path and stamp."""
   h = hashlib.sha256(f"{_FOLDER_CACHE_FORMAT}\n{root}\n{image_size}\n{test_fraction}\n"
                      f"{seed}\n{class_names}\n".encode())
   for split, files in (("train", train_files), ("test", test_files), ("ignored", ignored)):
     for path in files:
-      try:
-        st = os.stat(path)
-        stamp = f"{st.st_size}\t{st.st_mtime_ns}"
-      except OSError:
-        stamp = "unreadable"
-      h.update(f"{split}\t{path}\t{stamp}\n".encode())
+      stamp = stamps[path]
+      h.update(f"{split}\t{path}\t{stamp or 'unreadable'}\n".encode())
   return os.path.join(download.cache_dir(), f"folder_{image_size}px_{h.hexdigest()[:24]}.npz")
+
+
+def _check_unchanged(root: str, stamps: dict[str, tuple[int, int, int, int] | None]) -> None:
+  """DataError (one line) when a file's stamp differs from the one taken at listing."""
+  changed = [(path, before, _stamp(path)) for path, before in stamps.items()]
+  changed = [(path, before, after) for path, before, after in changed if after != before]
+  if not changed:
+    return
+  path, before, after = changed[0]
+  if after is None:
+    how = "deleted"
+  elif before is None:
+    how = "appeared"
+  elif after[3] != before[3]:
+    how = "replaced"
+  elif after[0] != before[0]:
+    how = f"size {before[0]} -> {after[0]} bytes"
+  else:
+    how = "rewritten"
+  raise DataError(f"{len(changed)} file(s) under {root} changed while the images were read "
+                  f"(e.g. {os.path.relpath(path, root)}: {how}); nothing was cached: run "
+                  "again once nothing writes to that folder")
 
 
 def _decode_folder(train_files: list[str], train_labels: np.ndarray, test_files: list[str],
