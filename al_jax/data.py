@@ -9,6 +9,8 @@ and a folder of the user's own images.
   2. the environment variable AL_JAX_DATA_DIR ("data_dir"),
   3. for mnist, the full original MNIST shipped in `al_jax/mnist_data` ("packaged"),
   4. a download into the cache (`al_jax.download`, standard library only: "download").
+"tfds:NAME" (any TFDS image-classification set) is read by `al_jax.tfds_data` from
+TFDS's own folder ("tfds"): `data_dir` is TFDS's data_dir there.
 A data folder may be the data set's own folder or a root holding `<root>/<name>/`; a
 folder that is given but lacks the data is an error, not a reason to fall back.
 
@@ -47,7 +49,7 @@ from al_jax.fruits360 import FRUIT_CATEGORIES, list_split
 from al_jax.fruits360 import fruit_category  # noqa: F401  Re-exported.
 
 DATASETS = specs.NAMES
-SOURCES = ("data_dir", "packaged", "download", "sample")
+SOURCES = ("data_dir", "packaged", "download", "sample", "tfds")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(_HERE, "sample_data")
 PACKAGED_MNIST_DIR = os.path.join(_HERE, "mnist_data")
@@ -106,24 +108,28 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
   """Loads a data set, optionally restricted (and relabeled 0..k-1) to `classes`.
 
   Args:
-    name: one of DATASETS.
+    name: one of DATASETS, or "tfds:NAME" for a TFDS image-classification data set
+      (`al_jax.tfds_data`: needs tensorflow-datasets, and TensorFlow to download).
     data_dir: a local copy (the data set's folder or a root holding `<name>/`), or
       "sample" for the shipped sample; None means $AL_JAX_DATA_DIR, else the packaged
       MNIST (mnist), else a download into the cache. Required for "folder".
     classes: None for all classes, else class names (case-insensitive) or indices as
       strings, e.g. ("apple", "banana") or ("0", "1"); a "a,b" string is also accepted.
       Labels are renumbered 0..k-1 in the order given.
-    image_size: side of the square fruits360 and folder images (100 keeps the Fruits-360
-      originals). Ignored by mnist and fashion_mnist, which are always 28x28.
-    test_fraction, seed: "folder" without a test/ folder only: the share of each class
-      held out as the test set, and the seed of that split.
+    image_size: side of the square fruits360, folder and tfds images (100 keeps the
+      Fruits-360 originals). Ignored by mnist and fashion_mnist, which are always 28x28.
+    test_fraction, seed: "folder" without a test/ folder and "tfds:NAME" without a test
+      split only: the share of each class held out as the test set, and its seed.
 
   Returns:
     Dataset with uint8 images [N, H, W, C] (C=1 for MNIST-like, 3 for fruits360, 1 or 3
     for a folder) and int32 labels [N]; `source` says where they came from.
   """
-  if name not in DATASETS:
-    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+  if name not in DATASETS and not (isinstance(name, str) and
+                                   name.startswith(specs.TFDS_PREFIX) and
+                                   len(name) > len(specs.TFDS_PREFIX)):
+    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
+                    f"{specs.TFDS_PREFIX}NAME")
   if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
       or image_size < 1:
     raise DataError(f"image_size must be a positive integer, got {image_size!r}")
@@ -135,6 +141,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
                       "*.jpg (and optionally DIR/test/<class>/...)")
     dataset = load_folder(data_dir, image_size=int(image_size),
                           test_fraction=test_fraction, seed=seed)
+  elif name.startswith(specs.TFDS_PREFIX):
+    from al_jax import tfds_data  # pylint: disable=import-outside-toplevel  (imports data)
+    if not 0.0 < test_fraction < 1.0:
+      raise DataError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    dataset = tfds_data.load_tfds(name, data_dir, image_size=int(image_size),
+                                  test_fraction=test_fraction, seed=seed)
   else:
     folder, source = _find_data(name, data_dir)
     if name == "fruits360":
@@ -181,7 +193,7 @@ def select_classes(dataset: Dataset, classes: Sequence[str | int]) -> Dataset:
 def _class_index(dataset: Dataset, cls: str | int) -> int:
   """A class name (case-insensitive; '_' for ' ') or an index -> index in class_names."""
   key = str(cls).strip().lower().replace("_", " ")
-  names = [n.lower() for n in dataset.class_names]
+  names = [n.lower().replace("_", " ") for n in dataset.class_names]
   if key in names:
     return names.index(key)
   if key.isdigit() and int(key) < dataset.num_classes:
