@@ -32,6 +32,10 @@ from al_jax import data, download, specs
 SOURCE = "tfds"
 _CACHE_FORMAT = "al_jax-tfds-v1"
 _INSTALL = 'pip install ".[tfds]"'
+# The same cache files and one-line errors as the other sources.
+_read_cache = data._read_cache  # pylint: disable=protected-access
+_write_cache = data._write_cache  # pylint: disable=protected-access
+_one_line = data._one_line  # pylint: disable=protected-access
 
 
 def load_tfds(name: str, data_dir: str | os.PathLike | None = None, *, image_size: int = 32,
@@ -63,14 +67,14 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, *, image_siz
   class_names = tuple(builder.info.features["label"].names)
   cache = _cache_path(name, builder, image_size, test_fraction, seed,
                       {s: len(src) for s, src in sources.items()})
-  arrays = data._read_cache(cache)  # pylint: disable=protected-access
+  arrays = _read_cache(cache)
   if arrays is None:
     logging.info("decoding %s (%s) at %dx%d into the cache %s", name,
                  ", ".join(f"{s} {len(src)}" for s, src in sources.items()), image_size,
                  image_size, cache)
     arrays = _decode_splits(name, sources, len(class_names), image_size, test_fraction,
                             seed)
-    data._write_cache(cache, arrays)  # pylint: disable=protected-access
+    _write_cache(cache, arrays)
   return data.Dataset(name, arrays["train_images"], arrays["train_labels"],
                       arrays["test_images"], arrays["test_labels"], class_names, SOURCE)
 
@@ -80,7 +84,7 @@ def _import_tfds(name: str):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise data.DataError(f"--dataset={name} needs tensorflow-datasets, which is not "
-                         f"installed ({data._one_line(e)}); {_INSTALL}") from e  # pylint: disable=protected-access
+                         f"installed ({_one_line(e)}); {_INSTALL}") from e
   return tfds
 
 
@@ -101,7 +105,7 @@ def _builder(tfds, name: str, tfds_name: str, data_dir):
   except (ValueError, AssertionError, KeyError, OSError) as e:  # Bad config or version.
     reason = re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "",
                     str(e))
-    raise data.DataError(f"cannot open {name} ({data._one_line(ValueError(reason))}); "  # pylint: disable=protected-access
+    raise data.DataError(f"cannot open {name} ({_one_line(ValueError(reason))}); "
                          "check the name, config and version") from e
 
 
@@ -145,7 +149,7 @@ def _prepare(name: str, builder) -> None:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except  Network, checksum, manual step...
     raise data.DataError(f"downloading or preparing {name} failed ({type(e).__name__}: "
-                         f"{data._one_line(e)}); check the network, or prepare it with "  # pylint: disable=protected-access
+                         f"{_one_line(e)}); check the network, or prepare it with "
                          "`tfds build` and pass that --data_dir") from e
 
 
@@ -208,7 +212,7 @@ def _read_split(name: str, split: str, source, num_classes: int,
       example = source[i]  # (tfds.testing.mock_data serves one key at a time.)
     except Exception as e:  # pylint: disable=broad-except  A damaged record or image.
       raise data.DataError(f"cannot read example {i} of {name} {split} ({type(e).__name__}: "
-                           f"{data._one_line(e)}); prepare the data set again") from e  # pylint: disable=protected-access
+                           f"{_one_line(e)}); prepare the data set again") from e
     images[i], grey[i] = _square_rgb(name, example["image"], image_size)
     labels[i] = int(example["label"])
   if n and not 0 <= labels.min() <= labels.max() < num_classes:

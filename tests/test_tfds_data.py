@@ -153,6 +153,26 @@ def test_prepared_grey_set_with_test_split_and_cache(tmp_path, monkeypatch):
     data.load("tfds:greys", tmp_path, image_size=8)
 
 
+def test_square_rgb_channels_and_depths():
+  """Grey (with or without alpha) -> grey; RGBA -> RGB; 16 bits -> 8; resized bilinearly."""
+  grey = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+  cases = [(grey, True), (grey[..., None], True), (np.stack([grey, 255 - grey], -1), True),
+           (np.stack([grey, grey + 1, grey + 2, 255 - grey], -1), False)]
+  for image, is_grey in cases:
+    rgb, got_grey = tfds_data._square_rgb("t", image, 4)
+    assert got_grey == is_grey and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, np.stack([grey] * 3, -1) if is_grey else image[..., :3])
+  deep = grey.astype(np.uint16)[..., None] * 257
+  np.testing.assert_array_equal(tfds_data._square_rgb("t", deep, 4)[0][..., 0], grey)
+  small = tfds_data._square_rgb("t", grey, 2)[0][..., 0]
+  np.testing.assert_array_equal(
+      small, np.asarray(Image.fromarray(grey).resize((2, 2), Image.Resampling.BILINEAR)))
+  with pytest.raises(data.DataError, match=r"^t holds float32 images; al_jax reads uint8"):
+    tfds_data._square_rgb("t", np.zeros((4, 4, 3), np.float32), 4)
+  with pytest.raises(data.DataError, match=r"^t holds an image of shape \(4, 4, 5\)"):
+    tfds_data._square_rgb("t", np.zeros((4, 4, 5), np.uint8), 4)
+
+
 # ------------------------------------------------------------------- one clear line
 
 
