@@ -456,16 +456,16 @@ def test_a_tfds_data_set_through_run_py(tmp_path, caplog, monkeypatch):
   run_py.FLAGS.unparse_flags()
   run_py.FLAGS(["run.py", "--dataset=tfds:cifar10", "--metric=smallest_margin",
                 "--seed=0", "--initial_size=8", "--query_size=8", "--rounds=2",
-                "--epochs_per_round=1", "--chunk_size=16", "--plot=false",
+                "--epochs_per_round=1", "--chunk_size=16", "--plot=false", "--image_size=16",
                 f"--workdir={tmp_path / 'out'}"])
   try:
-    with tfds.testing.mock_data(num_examples=40), \
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE), \
         caplog.at_level(logging.INFO, logger="absl"):
       run_py.main(["run.py"])
   finally:
     run_py.FLAGS.unparse_flags()
   assert ("tfds:cifar10 from tfds: 40 pool images, 40 test images, 10 classes, images "
-          "32x32x3") in caplog.messages
+          "16x16x3") in caplog.messages
   results = experiment.read_results(str(tmp_path / "out"))
   assert [r["num_labeled"] for r in results] == [8, 16]
   assert results[0]["dataset"] == "tfds:cifar10" and results[0]["data_source"] == "tfds"

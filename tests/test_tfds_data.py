@@ -28,7 +28,7 @@ def _cache_dir(tmp_path_factory, monkeypatch):
 def mock_tfds(monkeypatch):
   """TFDS's mock data; preparing is a no-op under it, so TensorFlow is not needed."""
   monkeypatch.setattr(tfds_data, "tensorflow_available", lambda: True)
-  with tfds.testing.mock_data(num_examples=12):
+  with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
     yield
 
 
