@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from al_jax import data, tfds_data
+from al_jax import data, specs, tfds_data
+from al_jax.config import Config, ConfigError
 
 COLOURS = ("cat", "dog", "emu")
 
@@ -70,6 +71,18 @@ def _prepare(data_dir, name: str, splits: dict[str, int], channels: int = 3) -> 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
   rgb = np.repeat(image, 3, -1) if image.shape[-1] == 1 else image
   return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def test_spec_and_config():
+  spec = specs.get("tfds:cifar10")
+  assert spec.name == "tfds:cifar10" and spec.class_names == ()
+  assert spec.model_for((32, 32, 3)) == "fruits_net3" and spec.model_for((28, 28, 1)) == "mnist_cnn"
+  assert (spec.mean, spec.std, spec.batch_size) == ((0.5,), (0.5,), 64)
+  assert Config(dataset="tfds:beans").learning_rate == 0.005
+  for bad in ("tfds:", "tfds", "cifar10"):
+    with pytest.raises(ConfigError, match=rf"^unknown dataset '{bad}'; valid: mnist, .*, "
+                       r"tfds:NAME \(a TFDS image-classification data set\)$"):
+      Config(dataset=bad)
 
 
 # ------------------------------------------------------------------ TFDS's mock data
