@@ -125,11 +125,11 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
     Dataset with uint8 images [N, H, W, C] (C=1 for MNIST-like, 3 for fruits360, 1 or 3
     for a folder) and int32 labels [N]; `source` says where they came from.
   """
-  if name not in DATASETS and not (isinstance(name, str) and
-                                   name.startswith(specs.TFDS_PREFIX) and
-                                   len(name) > len(specs.TFDS_PREFIX)):
+  try:
+    specs.get(name)
+  except ValueError:
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
-                    f"{specs.TFDS_PREFIX}NAME")
+                    f"{specs.TFDS_PREFIX}NAME") from None
   if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
       or image_size < 1:
     raise DataError(f"image_size must be a positive integer, got {image_size!r}")
@@ -470,7 +470,7 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
   to the test set. Decoded arrays are cached as .npz, keyed by every file's size,
   modification and change times and inode, taken when the folder is listed.
 
-  A file that changes while the images are read (written, truncated, replaced or
+  An image file that changes while the images are read (written, truncated, replaced or
   deleted between the listing and the end of the decode) stops the load with one line
   and nothing is cached: the arrays would mix two states of the folder, and a job that
   skipped the file would get a different pool from its own resume once the file settles.
@@ -517,7 +517,8 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
                  image_size, cache)
     arrays = _decode_folder(train_files, train_labels, test_files, test_labels,
                             image_size, class_names, root, ignored)
-    _check_unchanged(root, stamps)  # Before the cache is written.
+    # Before anything is cached; a non-image file that changes does not matter.
+    _check_unchanged(root, {p: stamps[p] for p in train_files + test_files})
     _write_cache(cache, arrays)
   skipped = [line.split("\t") for line in arrays["skipped"].tolist()]
   if skipped:

@@ -793,6 +793,22 @@ def test_folder_file_changed_while_read_stops_and_caches_nothing(
   assert len(settled.train_labels) + len(settled.test_labels) == expected
 
 
+def test_folder_non_image_changed_while_read_is_fine(tmp_path, monkeypatch):
+  folder = _user_folder(tmp_path, train=2, test=1)
+  notes = tmp_path / "train" / "Plum 1" / "notes.txt"
+  notes.write_text("a log someone appends to")
+  decode = data._decode_image
+
+  def appending_decode(path, *args, **kwargs):
+    with open(notes, "a") as f:
+      f.write("more\n")
+    return decode(path, *args, **kwargs)
+
+  monkeypatch.setattr(data, "_decode_image", appending_decode)
+  ds = data.load("folder", folder, image_size=8)
+  assert len(ds.train_labels) == 6 and len(ds.test_labels) == 3
+
+
 @pytest.mark.parametrize("case, match", [
     ("empty_class", r"class folder .*Plum 1 holds no images"),
     ("empty_test_class", r"class folder .*test/Plum 1 holds no images"),
