@@ -70,8 +70,10 @@ class Config:
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
 
   def __post_init__(self):
-    _check_choice("dataset", self.dataset, specs.NAMES)
-    spec = specs.get(self.dataset)
+    try:
+      spec = specs.get(self.dataset)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     for name in _SPEC_DEFAULTS:
       if getattr(self, name) is None:
         object.__setattr__(self, name, getattr(spec, name))

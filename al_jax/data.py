@@ -9,6 +9,8 @@ and a folder of the user's own images.
   2. the environment variable AL_JAX_DATA_DIR ("data_dir"),
   3. for mnist, the full original MNIST shipped in `al_jax/mnist_data` ("packaged"),
   4. a download into the cache (`al_jax.download`, standard library only: "download").
+"tfds:NAME" (any TFDS image-classification set) is read by `al_jax.tfds_data` from
+TFDS's own folder ("tfds"): `data_dir` is TFDS's data_dir there.
 A data folder may be the data set's own folder or a root holding `<root>/<name>/`; a
 folder that is given but lacks the data is an error, not a reason to fall back.
 
@@ -47,7 +49,7 @@ from al_jax.fruits360 import FRUIT_CATEGORIES, list_split
 from al_jax.fruits360 import fruit_category  # noqa: F401  Re-exported.
 
 DATASETS = specs.NAMES
-SOURCES = ("data_dir", "packaged", "download", "sample")
+SOURCES = ("data_dir", "packaged", "download", "sample", "tfds")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DIR = os.path.join(_HERE, "sample_data")
 PACKAGED_MNIST_DIR = os.path.join(_HERE, "mnist_data")
@@ -106,24 +108,28 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
   """Loads a data set, optionally restricted (and relabeled 0..k-1) to `classes`.
 
   Args:
-    name: one of DATASETS.
+    name: one of DATASETS, or "tfds:NAME" for a TFDS image-classification data set
+      (`al_jax.tfds_data`: needs tensorflow-datasets, and TensorFlow to download).
     data_dir: a local copy (the data set's folder or a root holding `<name>/`), or
       "sample" for the shipped sample; None means $AL_JAX_DATA_DIR, else the packaged
       MNIST (mnist), else a download into the cache. Required for "folder".
     classes: None for all classes, else class names (case-insensitive) or indices as
       strings, e.g. ("apple", "banana") or ("0", "1"); a "a,b" string is also accepted.
       Labels are renumbered 0..k-1 in the order given.
-    image_size: side of the square fruits360 and folder images (100 keeps the Fruits-360
-      originals). Ignored by mnist and fashion_mnist, which are always 28x28.
-    test_fraction, seed: "folder" without a test/ folder only: the share of each class
-      held out as the test set, and the seed of that split.
+    image_size: side of the square fruits360, folder and tfds images (100 keeps the
+      Fruits-360 originals). Ignored by mnist and fashion_mnist, which are always 28x28.
+    test_fraction, seed: "folder" without a test/ folder and "tfds:NAME" without a test
+      split only: the share of each class held out as the test set, and its seed.
 
   Returns:
     Dataset with uint8 images [N, H, W, C] (C=1 for MNIST-like, 3 for fruits360, 1 or 3
     for a folder) and int32 labels [N]; `source` says where they came from.
   """
-  if name not in DATASETS:
-    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+  try:
+    specs.get(name)
+  except ValueError:
+    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
+                    f"{specs.TFDS_PREFIX}NAME") from None
   if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
       or image_size < 1:
     raise DataError(f"image_size must be a positive integer, got {image_size!r}")
@@ -135,6 +141,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
                       "*.jpg (and optionally DIR/test/<class>/...)")
     dataset = load_folder(data_dir, image_size=int(image_size),
                           test_fraction=test_fraction, seed=seed)
+  elif name.startswith(specs.TFDS_PREFIX):
+    from al_jax import tfds_data  # pylint: disable=import-outside-toplevel  (imports data)
+    if not 0.0 < test_fraction < 1.0:
+      raise DataError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    dataset = tfds_data.load_tfds(name, data_dir, image_size=int(image_size),
+                                  test_fraction=test_fraction, seed=seed)
   else:
     folder, source = _find_data(name, data_dir)
     if name == "fruits360":
@@ -181,7 +193,7 @@ def select_classes(dataset: Dataset, classes: Sequence[str | int]) -> Dataset:
 def _class_index(dataset: Dataset, cls: str | int) -> int:
   """A class name (case-insensitive; '_' for ' ') or an index -> index in class_names."""
   key = str(cls).strip().lower().replace("_", " ")
-  names = [n.lower() for n in dataset.class_names]
+  names = [n.lower().replace("_", " ") for n in dataset.class_names]
   if key in names:
     return names.index(key)
   if key.isdigit() and int(key) < dataset.num_classes:
@@ -455,8 +467,13 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
   train/ folder names, sorted. Every image is resized to S x S (bilinear, aspect not
   kept); C is 1 when every image is greyscale, else 3. Without test/, each class is
   split with a fixed seed: round(test_fraction * n) of its n images (at most n - 1) go
-  to the test set. Decoded arrays are cached as .npz, keyed by every file's size and
-  modification time.
+  to the test set. Decoded arrays are cached as .npz, keyed by every file's size,
+  modification and change times and inode, taken when the folder is listed.
+
+  An image file that changes while the images are read (written, truncated, replaced or
+  deleted between the listing and the end of the decode) stops the load with one line
+  and nothing is cached: the arrays would mix two states of the folder, and a job that
+  skipped the file would get a different pool from its own resume once the file settles.
 
   A file that is not an image or does not decode is skipped, and one warning line
   counts them: one bad file among thousands of a user's photos should not stop a job,
@@ -490,8 +507,9 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
     train_files, train_labels = [train_files[i] for i in train_idx], train_labels[train_idx]
   else:
     test_files, test_labels = _flatten(test, class_names)
+  stamps = {path: _stamp(path) for path in train_files + test_files + ignored}
   cache = _folder_cache_path(root, image_size, test_fraction, seed, class_names,
-                             train_files, test_files, ignored)
+                             train_files, test_files, ignored, stamps)
   arrays = _read_cache(cache, _SPLIT_KEYS + ("skipped",))
   if arrays is None:
     logging.info("decoding %d images of %d classes from %s at %dx%d into the cache %s",
@@ -499,6 +517,8 @@ def load_folder(data_dir: str | os.PathLike, *, image_size: int = 32,
                  image_size, cache)
     arrays = _decode_folder(train_files, train_labels, test_files, test_labels,
                             image_size, class_names, root, ignored)
+    # Before anything is cached; a non-image file that changes does not matter.
+    _check_unchanged(root, {p: stamps[p] for p in train_files + test_files})
     _write_cache(cache, arrays)
   skipped = [line.split("\t") for line in arrays["skipped"].tolist()]
   if skipped:
@@ -601,21 +621,49 @@ def _flatten(classes: dict[str, list[str]],
   return files, np.array(labels, np.int32)
 
 
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+  """(size, mtime_ns, ctime_ns, inode) of a file; None when it cannot be stat'ed."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def _folder_cache_path(root: str, image_size: int, test_fraction: float, seed: int,
                        class_names: tuple[str, ...], train_files: list[str],
-                       test_files: list[str], ignored: list[str]) -> str:
-  """Cache file named by a hash of the settings and every file's path, size and mtime."""
+                       test_files: list[str], ignored: list[str],
+                       stamps: dict[str, tuple[int, int, int, int] | None]) -> str:
+  """Cache file named by a hash of the settings and every file's path and stamp."""
   h = hashlib.sha256(f"{_FOLDER_CACHE_FORMAT}\n{root}\n{image_size}\n{test_fraction}\n"
                      f"{seed}\n{class_names}\n".encode())
   for split, files in (("train", train_files), ("test", test_files), ("ignored", ignored)):
     for path in files:
-      try:
-        st = os.stat(path)
-        stamp = f"{st.st_size}\t{st.st_mtime_ns}"
-      except OSError:
-        stamp = "unreadable"
-      h.update(f"{split}\t{path}\t{stamp}\n".encode())
+      stamp = stamps[path]
+      h.update(f"{split}\t{path}\t{stamp or 'unreadable'}\n".encode())
   return os.path.join(download.cache_dir(), f"folder_{image_size}px_{h.hexdigest()[:24]}.npz")
+
+
+def _check_unchanged(root: str, stamps: dict[str, tuple[int, int, int, int] | None]) -> None:
+  """DataError (one line) when a file's stamp differs from the one taken at listing."""
+  changed = [(path, before, _stamp(path)) for path, before in stamps.items()]
+  changed = [(path, before, after) for path, before, after in changed if after != before]
+  if not changed:
+    return
+  path, before, after = changed[0]
+  if after is None:
+    how = "deleted"
+  elif before is None:
+    how = "appeared"
+  elif after[3] != before[3]:
+    how = "replaced"
+  elif after[0] != before[0]:
+    how = f"size {before[0]} -> {after[0]} bytes"
+  else:
+    how = "rewritten"
+  raise DataError(f"{len(changed)} file(s) under {root} changed while the images were read "
+                  f"(e.g. {os.path.relpath(path, root)}: {how}); nothing was cached: run "
+                  "again once nothing writes to that folder")
 
 
 def _decode_folder(train_files: list[str], train_labels: np.ndarray, test_files: list[str],

@@ -67,10 +67,17 @@ SPECS: dict[str, DatasetSpec] = {
 }
 NAMES: tuple[str, ...] = tuple(SPECS)
 
+# Any TensorFlow Datasets image-classification set, "tfds:NAME" (`al_jax.tfds_data`):
+# like a folder, classes from the label feature and the model from the channels.
+TFDS_PREFIX = "tfds:"
+_TFDS = dataclasses.replace(SPECS["folder"], name="tfds")
+
 
 def get(name: str) -> DatasetSpec:
-  """The spec of data set `name`; ValueError listing the valid names otherwise."""
-  try:
+  """The spec of data set `name` (one of NAMES, or "tfds:NAME"); ValueError otherwise."""
+  if name in SPECS:
     return SPECS[name]
-  except KeyError:
-    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(NAMES)}") from None
+  if isinstance(name, str) and name.startswith(TFDS_PREFIX) and name[len(TFDS_PREFIX):]:
+    return dataclasses.replace(_TFDS, name=name)
+  raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(NAMES)}, "
+                   f"{TFDS_PREFIX}NAME (a TFDS image-classification data set)")

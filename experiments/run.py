@@ -21,7 +21,9 @@ from al_jax import data as data_lib
 from al_jax import experiment, metrics
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}.")
+flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}, or "
+                    f"{specs.TFDS_PREFIX}NAME for a TensorFlow Datasets image-classification "
+                    "set (features image, label), e.g. tfds:cifar10.")
 flags.DEFINE_string("metric", "entropy",
                     f"One of {', '.join(acquisition.NAMES)}, or 'all' for the paper's "
                     "comparison (its five), or a comma-separated list.")
@@ -33,14 +35,16 @@ flags.DEFINE_string("protocol", "pool",
 flags.DEFINE_string("data_dir", None, "Local data folder (or root holding <dataset>/), "
                     f"'sample' for the shipped sample; default ${data_lib.DATA_DIR_ENV}, "
                     "else the packaged MNIST (mnist), else a download into the cache. "
-                    "--dataset=folder: DIR/train/<class>/*.jpg (and DIR/test/<class>/).")
+                    "--dataset=folder: DIR/train/<class>/*.jpg (and DIR/test/<class>/). "
+                    "--dataset=tfds:NAME: TFDS's data_dir (default TFDS's own).")
 flags.DEFINE_string("classes", None, "Class subset, e.g. 0,1 or apple,banana (binary tasks).")
-flags.DEFINE_integer("image_size", 32, "Fruits-360 and folder images are resized to this size.")
-flags.DEFINE_float("test_fraction", 0.2, "folder without test/: share of each class held "
-                   "out as the test set (a fixed, seeded split).")
+flags.DEFINE_integer("image_size", 32, "Fruits-360, folder and tfds images are resized to "
+                     "this size.")
+flags.DEFINE_float("test_fraction", 0.2, "folder without test/, tfds without a test split: "
+                   "share of each class held out as the test set (a fixed, seeded split).")
 flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (small head, "
-                    "for tiny labeled sets) (default: the data set's; "
-                    "for a folder, by channels: grey mnist_cnn, colour fruits_net3).")
+                    "for tiny labeled sets) (default: the data set's; for a folder or tfds "
+                    "set, by channels: grey mnist_cnn, colour fruits_net3).")
 flags.DEFINE_integer("pool_size", None, "Use a fixed random subset of the training set.")
 flags.DEFINE_integer("test_size", None, "Use a fixed random subset of the test set.")
 flags.DEFINE_integer("initial_size", 100, "pool: random labeled images to start from.")
@@ -119,7 +123,7 @@ def main(argv):
       mc_samples=FLAGS.mc_samples, ensemble_size=FLAGS.ensemble_size,
       batch_configs=FLAGS.batch_configs, stochastic_mode=FLAGS.stochastic_mode,
       stochastic_beta=FLAGS.stochastic_beta, vmap_runs=FLAGS.vmap_runs)
-  workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
+  workdir = FLAGS.workdir or f"runs/{FLAGS.dataset.replace(':', '_')}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")
   runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot,

@@ -736,6 +736,79 @@ def test_folder_cache(tmp_path, monkeypatch):
       data.load("folder", folder, image_size=12)
 
 
+@pytest.mark.parametrize("change, how", [
+    ("truncated", r"size \d+ -> \d+ bytes"),  # Before it is decoded: would not decode.
+    ("replaced", "replaced"),                  # By another valid image (a sync's rename).
+    ("appended", r"size \d+ -> \d+ bytes"),   # While (just after) it is decoded.
+    ("rewritten", "rewritten"),                # Same bytes written again in place.
+    ("deleted", "deleted"),
+])
+def test_folder_file_changed_while_read_stops_and_caches_nothing(
+    tmp_path, monkeypatch, _cache_dir, change, how):
+  """A file that changes between the listing and the end of the decode stops the load
+  with one line, and no cache is written (nor trusted later): the arrays would mix two
+  states of the folder, and a job resumed once the file settles would see another pool."""
+  folder = _user_folder(tmp_path / "photos", train=4, test=0)
+  banana = tmp_path / "photos" / "train" / "Banana 1"
+  target = str(banana / sorted(os.listdir(banana))[1])
+  other = _jpegs("Plum 1")[7]
+  decode = data._decode_image
+
+  def changing_decode(path, *args, **kwargs):
+    if path == target and change == "truncated":
+      raw = open(path, "rb").read()
+      open(path, "wb").write(raw[:len(raw) // 3])
+    elif path == target and change == "replaced":
+      shutil.copyfile(other, path + ".part")
+      os.replace(path + ".part", path)
+    elif path == target and change == "deleted":
+      os.remove(path)
+    result = decode(path, *args, **kwargs)
+    if path == target and change == "appended":
+      with open(path, "ab") as f:
+        f.write(b"\0" * 100)
+    elif path == target and change == "rewritten":
+      raw = open(path, "rb").read()
+      os.utime(path, ns=(1, 1))  # Even a writer that restores the mtime is seen.
+      open(path, "wb").write(raw)
+      st = os.stat(path)
+      os.utime(path, ns=(st.st_atime_ns, before.st_mtime_ns))
+    return result
+
+  before = os.stat(target)
+  caches = set(os.listdir(_cache_dir))
+  monkeypatch.setattr(data, "_decode_image", changing_decode)
+  with pytest.raises(data.DataError) as err:
+    data.load("folder", folder, image_size=8)
+  message = str(err.value)
+  assert "\n" not in message
+  assert re.fullmatch(
+      rf"1 file\(s\) under {re.escape(folder)} changed while the images were read "
+      rf"\(e\.g\. train/Banana 1/{re.escape(os.path.basename(target))}: {how}\); nothing "
+      r"was cached: run again once nothing writes to that folder", message), message
+  assert set(os.listdir(_cache_dir)) == caches
+  monkeypatch.setattr(data, "_decode_image", decode)
+  settled = data.load("folder", folder, image_size=8)  # The folder as it is now.
+  expected = {"truncated": 11, "deleted": 11}.get(change, 12)  # A cut file is skipped.
+  assert len(settled.train_labels) + len(settled.test_labels) == expected
+
+
+def test_folder_non_image_changed_while_read_is_fine(tmp_path, monkeypatch):
+  folder = _user_folder(tmp_path, train=2, test=1)
+  notes = tmp_path / "train" / "Plum 1" / "notes.txt"
+  notes.write_text("a log someone appends to")
+  decode = data._decode_image
+
+  def appending_decode(path, *args, **kwargs):
+    with open(notes, "a") as f:
+      f.write("more\n")
+    return decode(path, *args, **kwargs)
+
+  monkeypatch.setattr(data, "_decode_image", appending_decode)
+  ds = data.load("folder", folder, image_size=8)
+  assert len(ds.train_labels) == 6 and len(ds.test_labels) == 3
+
+
 @pytest.mark.parametrize("case, match", [
     ("empty_class", r"class folder .*Plum 1 holds no images"),
     ("empty_test_class", r"class folder .*test/Plum 1 holds no images"),

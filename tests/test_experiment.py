@@ -478,3 +478,45 @@ def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
   assert results[0]["classes"] == ["banana", "onion", "plum"]
   assert results[0]["data_source"] == "data_dir"
   assert len(results[0]["per_class_accuracy"]) == 3
+
+
+def test_a_tfds_data_set_through_run_py(tmp_path, caplog, monkeypatch):
+  """--dataset=tfds:cifar10 on TFDS's mock data (no network, no TensorFlow): the colour
+  model, the label names, and results and the start line that say data_source tfds."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from al_jax import data, tfds_data  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+  monkeypatch.setattr(tfds_data, "tensorflow_available", lambda: True)  # No-op prepare.
+  run_py.FLAGS.unparse_flags()
+  run_py.FLAGS(["run.py", "--dataset=tfds:cifar10", "--metric=smallest_margin",
+                "--seed=0", "--initial_size=8", "--query_size=8", "--rounds=2",
+                "--epochs_per_round=1", "--chunk_size=16", "--plot=false", "--image_size=16",
+                f"--workdir={tmp_path / 'out'}"])
+  try:
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE), \
+        caplog.at_level(logging.INFO, logger="absl"):
+      run_py.main(["run.py"])
+  finally:
+    run_py.FLAGS.unparse_flags()
+  assert ("tfds:cifar10 from tfds: 40 pool images, 40 test images, 10 classes, images "
+          "16x16x3") in caplog.messages
+  results = experiment.read_results(str(tmp_path / "out"))
+  assert [r["num_labeled"] for r in results] == [8, 16]
+  assert results[0]["dataset"] == "tfds:cifar10" and results[0]["data_source"] == "tfds"
+  assert results[0]["classes"] == [str(c) for c in range(10)]
+  assert 0.0 <= results[-1]["test_accuracy"] <= 1.0
+
+
+def test_an_unknown_tfds_name_is_one_line(tmp_path, capsys):
+  run_py.FLAGS.unparse_flags()
+  run_py.FLAGS(["run.py", "--dataset=tfds:cifar100x", "--seed=0",
+                f"--workdir={tmp_path / 'w'}"])
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      run_py.entry(["run.py"])
+  finally:
+    run_py.FLAGS.unparse_flags()
+  assert exit_info.value.code == 2
+  errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error: ")]
+  assert len(errors) == 1 and errors[0].startswith(
+      "error: unknown TFDS data set 'cifar100x' in tfds:cifar100x; did you mean cifar100")
