@@ -71,6 +71,41 @@ def main(folder: str) -> None:
     print(f"| one vmapped program | {grid['one_process_vmap_true_s']:.0f} | "
           f"{grid['speedup_vmapped']:.2f} | {grid['vmap_true_equals_separate']} |")
 
+  for name in sorted(os.listdir(folder)):
+    if name.startswith("acquisition_") and name.endswith(".json"):
+      _acquisition_table(_load(folder, name), name)
+
+
+def _acquisition_table(r: dict, name: str) -> None:
+  """Seconds per strategy to choose k images, BALD's FLOP/s, ensemble fit vs fits."""
+  if "compile_s" not in r:  # an older file, before every strategy was timed
+    return
+  print()
+  print(f"`{name}`: choosing {r['k']} of {r['pool_size']:,} images ({r['backend']}, "
+        f"{r['device']}, JAX {r['jax_version']})")
+  print()
+  print("| strategy | seconds | relative to entropy | compile s |")
+  print("|---|---|---|---|")
+  for strategy, seconds in r["seconds"].items():
+    print(f"| {strategy} | {seconds:.2f} | {r['relative_to_entropy'][strategy]:.1f} | "
+          f"{r['compile_s'][strategy]:.1f} |")
+  print()
+  big = [k for k in r if k.startswith("bald_k") and k.endswith("_flops_per_s")]
+  for key in big:
+    k = key[len("bald_k"):-len("_flops_per_s")]
+    print(f"- BALD, K = {k}: {r[key] / 1e9:.1f} GFLOP/s achieved "
+          f"({r[f'bald_k{k}_flops'] / 1e12:.2f} TFLOP in {r['seconds'][f'bald_k{k}']:.1f} s), "
+          f"{r[f'bald_k{k}_fraction_of_matmul']:.0%} of the same process's matmul "
+          f"({r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s)")
+  ratio = [k for k in r if k.startswith("batchbald_over_bald")]
+  for key in ratio:
+    print(f"- BatchBALD (10 greedy picks, whole-pool samples) / one BALD pass at the same K: "
+          f"{r[key]:.2f}x")
+  print(f"- a {r['ensemble_size']}-member ensemble's fit (one vmapped program): "
+        f"{r['ensemble_fit_s']:.2f} s against {r['ensemble_size']} x {r['single_fit_s']:.2f} s "
+        f"for separate fits ({r['ensemble_fit_over_separate_fits']:.2f}x their total; "
+        f"{r['labeled']} labeled images, one epoch)")
+
 
 if __name__ == "__main__":
   main(sys.argv[1] if len(sys.argv) > 1 else "docs/benchmarks/cpu")

@@ -390,6 +390,14 @@ run_py = _load_run_py()
     (["--data_dir=/nonexistent"], "/nonexistent"),
     (["--metric=bald", "--mc_samples=0"], "--mc_samples must be a positive integer"),
     (["--metric=bald", "--protocol=reselect"], "--protocol=reselect scores single images"),
+    (["--metric=batchbald", "--batch_configs=0"], "--batch_configs must be a positive integer"),
+    (["--metric=bald", "--ensemble_size=0"], "--ensemble_size must be a positive integer"),
+    (["--metric=stochastic_bald", "--stochastic_mode=hot"], "unknown stochastic_mode 'hot'"),
+    (["--metric=stochastic_bald", "--stochastic_beta=0"], "--stochastic_beta must be positive"),
+    (["--metric=least_confidence", "--ensemble_size=3", "--protocol=reselect"],
+     "--ensemble_size > 1 needs --protocol=pool"),
+    (["--metric=coreset", "--query_size=100", "--rounds=6"], "6 rounds need 600 labels"),
+    (["--min_steps=-5"], "--min_steps must be a non-negative integer"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, flags, message):
   run_py.FLAGS.unparse_flags()
