@@ -396,7 +396,7 @@ run_py = _load_run_py()
     (["--metric=stochastic_bald", "--stochastic_beta=0"], "--stochastic_beta must be positive"),
     (["--metric=least_confidence", "--ensemble_size=3", "--protocol=reselect"],
      "--ensemble_size > 1 needs --protocol=pool"),
-    (["--metric=coreset", "--query_size=100", "--rounds=6"], "6 rounds need 600 labels"),
+    (["--metric=coreset", "--query_size=100", "--rounds=7"], "7 rounds need 700 labels"),
     (["--min_steps=-5"], "--min_steps must be a non-negative integer"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, flags, message):
