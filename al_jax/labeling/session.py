@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 
@@ -115,6 +116,11 @@ def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -
     if found.images.shape[-1] == pool.images.shape[-1] and np.any(keep):
       test = (found.images[keep], labels[keep])
   return Images(pool, tuple(classes), hidden, test)
+
+
+def images_argument(images: str) -> str:
+  """--images as the workdir records it: "sample", else an absolute path."""
+  return images if images == SAMPLE else os.path.abspath(os.path.expanduser(images))
 
 
 def fingerprint(paths: tuple[str, ...]) -> str:
@@ -437,3 +443,21 @@ def _pool_probs(state: training.TrainState, images: jax.Array, chunk_size: int) 
   chunks = images.reshape(-1, chunk_size, *images.shape[1:])
   return jax.lax.map(lambda c: scoring.predict_probs(state, c), chunks).reshape(
       images.shape[0], -1)
+
+
+def reopen(workdir: str) -> LabelSession:
+  """The session of an existing labeling workdir, from what it records (for --predict)."""
+  path = os.path.join(workdir, "labels.sqlite")
+  if not os.path.isfile(path):
+    raise LabelError(f"{workdir} holds no labels.sqlite; run label.py with --images first")
+  try:
+    saved = store_lib.LabelStore(path)
+    setup = saved.get_meta("setup")
+    saved.close()
+  except sqlite3.Error as error:
+    raise LabelError(f"{path} is not readable ({error}); is it a label.py workdir?") from error
+  if setup is None:
+    raise LabelError(f"{path} records no images; run label.py with --images first")
+  settings = Settings(**setup["settings"])
+  images = open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
+  return LabelSession(images, workdir, settings, images_arg=setup["images"])
