@@ -11,6 +11,7 @@ stopped. --predict writes OUT/predictions.csv for every image still without a la
 layout runs in simulation mode (its folder names only report the true accuracy).
 """
 
+import json
 import logging as std_logging
 import signal
 import sys
@@ -40,6 +41,9 @@ flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default by ch
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
                     "lets other machines reach the page (a warning is printed).")
 flags.DEFINE_integer("port", 0, "Port (0: a free one).")
+flags.DEFINE_integer("simulate", 0, "Simulation mode only: answer this many batches with "
+                     "the folder's hidden labels, without a page, and print each round's "
+                     "time and accuracy as JSON lines.")
 flags.DEFINE_bool("predict", False, "Write predictions.csv for the unlabeled images "
                   "with the latest model, then exit (only --workdir is needed).")
 
@@ -75,6 +79,16 @@ def main(argv):
   images = session.open_images(FLAGS.images, data_lib.parse_classes(FLAGS.classes),
                                FLAGS.image_size)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
+  if FLAGS.simulate:
+    try:
+      for record in session.simulate(labeling, FLAGS.simulate):
+        print(json.dumps({k: record[k] for k in (
+            "round", "num_labeled", "estimated_accuracy", "true_accuracy", "round_s",
+            "turnaround_s")}), flush=True)
+    finally:
+      labeling.export()
+      labeling.close()
+    return
   signal.signal(signal.SIGTERM, _stop)
   server.serve(labeling, host=FLAGS.host, port=FLAGS.port)
 

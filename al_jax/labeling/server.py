@@ -176,7 +176,8 @@ def serve(session: session_lib.LabelSession, *, host: str = "127.0.0.1", port: i
                     "and learns the URL can label", host)
   apps = []  # the app needs the port, known once the socket is bound
   server = create_server(lambda environ, start: apps[0](environ, start), host=host,
-                         port=port, threads=threads, clear_untrusted_proxy_headers=True)
+                         port=port, threads=threads, clear_untrusted_proxy_headers=True,
+                         max_request_body_size=16 * MAX_BODY)
   actual_port = server.effective_port
   apps.append(create_app(session, token, actual_port, loopback))
   shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -461,3 +461,30 @@ def reopen(workdir: str) -> LabelSession:
   settings = Settings(**setup["settings"])
   images = open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
   return LabelSession(images, workdir, settings, images_arg=setup["images"])
+
+
+def simulate(labeling: LabelSession, rounds: int) -> list[dict]:
+  """Simulation mode without a page: answers `rounds` batches with the folder's hidden
+  labels (images of no class are skipped), through `answer` like the page. Returns
+  per round the record and `turnaround_s`, from the batch's last answer to the next
+  batch (training, scoring, evaluation and the checkpoint)."""
+  if not labeling.images.simulation:
+    raise LabelError("--simulate needs --images with a train/<class>/ layout")
+  out = []
+  labeling.start()
+  for _ in range(rounds):
+    while labeling.state()["training"]:
+      time.sleep(0.05)
+    if labeling.error or not labeling.batch:
+      break
+    for i in list(labeling.batch):
+      hidden = int(labeling.images.hidden[i])
+      labeling.answer(i, labeling.classes[hidden] if hidden >= 0 else None)
+    started = time.perf_counter()
+    while labeling.state()["training"]:
+      time.sleep(0.01)
+    if labeling.error:
+      raise LabelError(f"the round failed: {labeling.error}")
+    out.append({**labeling.loop.results[0][-1],
+                "turnaround_s": time.perf_counter() - started})
+  return out
