@@ -228,6 +228,20 @@ _JAX_CACHE = os.path.join(os.environ.get("AL_JAX_CACHE_DIR") or
                           os.path.expanduser("~/.cache/al_jax"), "jax_test_cache")
 
 
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _end_servers():
+  """Servers a test started end with it, even when it fails."""
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 class Server:
   """experiments/label.py as a person starts it; `url` is the line it prints."""
 
@@ -237,6 +251,7 @@ class Server:
         [sys.executable, LABEL_PY, f"--images={SAMPLE}", f"--workdir={workdir}",
          *SMALL_FLAGS, *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
         text=True, env=_env(tmp_path))
+    _STARTED.append(self.proc)
     ready, _, _ = select.select([self.proc.stdout], [], [], 180)
     assert ready, "label.py printed no URL"
     self.url = self.proc.stdout.readline().strip()
@@ -298,6 +313,17 @@ def test_kill_9_mid_batch_and_mid_round_loses_and_repeats_nothing(tmp_path):
   assert [(i, l) for i, l, _ in _rows(workdir)] == [(i, given[i]) for i in batch]
   exported = list(csv.DictReader(open(os.path.join(workdir, "labels.csv"))))
   assert len(exported) == len(batch) and {r["round"] for r in exported} == {"0"}
+
+
+def test_bad_input_is_one_line_from_a_real_process(tmp_path):
+  for flags, message in (
+      (["--images=sample", f"--workdir={tmp_path}"], "error: name at least 2 classes"),
+      ([f"--workdir={tmp_path / 'none'}", "--predict"], "holds no labels.sqlite")):
+    out = subprocess.run([sys.executable, LABEL_PY, *flags], cwd=ROOT, capture_output=True,
+                         text=True, env=_env(tmp_path), timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
 
 
 # ---------------------------------------------------------------------- the browser
