@@ -60,6 +60,28 @@ def test_store_keeps_one_answer_per_image_and_undoes_the_latest(tmp_path):
   assert json.load(open(json_path))["labels"][0]["use"] == "skipped"
 
 
+def test_load_images_walks_the_folder_and_skips_what_does_not_decode(tmp_path, caplog):
+  from PIL import Image
+  (tmp_path / "a" / "deeper").mkdir(parents=True)
+  Image.new("L", (40, 30), 200).save(tmp_path / "a" / "deeper" / "grey.png")
+  Image.new("L", (20, 20), 10).save(tmp_path / "b.jpg")
+  (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+  (tmp_path / "notes.txt").write_text("x")
+  (tmp_path / ".hidden.png").write_bytes(b"")
+  found = data_lib.load_images(tmp_path, image_size=8)
+  assert found.paths == ("a/deeper/grey.png", "b.jpg")
+  assert found.images.shape == (2, 8, 8, 1) and found.images.dtype == np.uint8
+  assert found.images[0].min() == 200 and found.images[1].max() == 10
+  assert "skipped 2 of 4 files" in caplog.text
+  with pytest.raises(data_lib.DataError, match="no images"):
+    data_lib.load_images(_empty(tmp_path), image_size=8)
+
+
+def _empty(tmp_path):
+  (tmp_path / "empty").mkdir()
+  return tmp_path / "empty"
+
+
 # -------------------------------------------------------------------------- session
 
 
