@@ -149,6 +149,10 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
   with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\)"):
     session.LabelSession(labeling.images, workdir,
                          session.Settings(**{**SMALL.__dict__, "query_size": 7}))
+  with pytest.raises(session.LabelError, match="unknown metric 'margin'"):
+    session.LabelSession(labeling.images, str(tmp_path / "new"),
+                         session.Settings(**{**SMALL.__dict__, "metric": "margin"}))
+  assert not os.path.exists(tmp_path / "new" / "labels.sqlite")  # nothing recorded
   fewer = session.open_images(os.path.join(SAMPLE, "Test"), ("a", "b"), SMALL.image_size)
   with pytest.raises(session.LabelError, match="other images"):
     session.LabelSession(fewer, workdir, SMALL)

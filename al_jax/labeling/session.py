@@ -147,11 +147,8 @@ class LabelSession:
     if settings.initial_size + settings.validation_size > num:
       raise LabelError(f"--initial_size={settings.initial_size} + --validation_size="
                        f"{settings.validation_size} exceed the {num} images; lower them")
-    os.makedirs(workdir, exist_ok=True)
-    self.store = store_lib.LabelStore(os.path.join(workdir, "labels.sqlite"))
-    self._check_setup(images_arg)
     chunk = min(1000, -(-num // 8) * 8)
-    try:
+    try:  # checked before the workdir records anything
       self.config = Config(
           dataset="folder", metrics=(settings.metric,), seeds=(settings.seed,),
           image_size=settings.image_size, model=settings.model,
@@ -159,6 +156,9 @@ class LabelSession:
           rounds=num + 1, epochs_per_round=settings.epochs_per_round, chunk_size=chunk)
     except ConfigError as error:
       raise LabelError(str(error)) from error
+    os.makedirs(workdir, exist_ok=True)
+    self.store = store_lib.LabelStore(os.path.join(workdir, "labels.sqlite"))
+    self._check_setup(images_arg)
     rng = np.random.default_rng(settings.seed)
     self.validation = np.sort(rng.permutation(num)[:settings.validation_size])
     self._validation_set = set(self.validation.tolist())
