@@ -5,7 +5,9 @@ stacked on a leading runs axis (size 1 for a single run) and each round is one j
 call of the protocol's `round_step`, mapped over the runs: `jax.vmap` (all runs as one
 program, fast on GPU/TPU) or `lax.map` (one after another inside the same program,
 faster on CPU), as `config.vmap_runs` says. Both give the same results and share one
-checkpoint layout, so a job resumes across a change of that flag.
+checkpoint layout, so a job resumes across a change of that flag. `RoundLoop` holds
+the loop's parts, so that one round can also be stepped from outside with new labels
+(`al_jax.labeling`, a person in the loop).
 
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
