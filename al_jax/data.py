@@ -719,3 +719,55 @@ def _one_line(error: BaseException) -> str:
   lines = str(error).strip().splitlines()
   text = lines[0] if lines else type(error).__name__
   return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ------------------------------------------------------------- unlabeled images (label.py)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageFolder:
+  """The images of one folder, unlabeled: images uint8 [N, S, S, C], and each one's
+  path relative to `root` ("/"-separated), in sorted order."""
+  root: str
+  images: np.ndarray
+  paths: tuple[str, ...]
+
+
+def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFolder:
+  """Every image under `folder` (recursive, sorted, symlinks followed, hidden names
+  left out), resized to S x S like `load_folder` and cached the same way; C is 1 when
+  every image is greyscale, else 3. Files that are not images or do not decode are
+  skipped, with one warning line that counts them."""
+  root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+  if not os.path.isdir(root):
+    raise DataError(f"image folder {root} does not exist; pass --images=DIR, a folder "
+                    "of .jpg, .jpeg, .png, .bmp or .webp files")
+  files, ignored = [], []
+  _walk_images(root, frozenset(), files, ignored)
+  if not files:
+    raise DataError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) under {root}; "
+                    "pass the folder that holds them")
+  # class_names=() keeps these cache files apart from load_folder's (always >= 2).
+  cache = _folder_cache_path(root, image_size, 0.5, 0, (), files, [], ignored)
+  arrays = _read_cache(cache, ("images", "kept", "skipped"))
+  if arrays is None:
+    logging.info("decoding %d images from %s at %dx%d into the cache %s", len(files), root,
+                 image_size, image_size, cache)
+    images, grey, errors = _decode_many(files, image_size, skip_bad=True, draft=True)
+    kept = np.array([i for i in range(len(files)) if i not in errors], np.int64)
+    if not kept.size:
+      raise DataError(f"none of the {len(files)} images under {root} decodes; "
+                      "check that they are image files")
+    channels = 1 if bool(np.all(grey[kept])) else 3
+    skipped = [f"{os.path.relpath(p, root)}\tnot an image" for p in ignored]
+    skipped += [f"{os.path.relpath(files[i], root)}\t{_reason(errors[i])}"
+                for i in sorted(errors)]
+    arrays = {"images": images[kept][..., :channels], "kept": kept,
+              "skipped": np.array(skipped, dtype=str)}
+    _write_cache(cache, arrays)
+  skipped = [line.split("\t") for line in arrays["skipped"].tolist()]
+  if skipped:
+    _warn_skipped(root, skipped, len(files) + len(ignored))
+  paths = tuple(os.path.relpath(files[i], root).replace(os.sep, "/")
+                for i in arrays["kept"].tolist())
+  return ImageFolder(root, arrays["images"], paths)

@@ -5,7 +5,9 @@ stacked on a leading runs axis (size 1 for a single run) and each round is one j
 call of the protocol's `round_step`, mapped over the runs: `jax.vmap` (all runs as one
 program, fast on GPU/TPU) or `lax.map` (one after another inside the same program,
 faster on CPU), as `config.vmap_runs` says. Both give the same results and share one
-checkpoint layout, so a job resumes across a change of that flag.
+checkpoint layout, so a job resumes across a change of that flag. `RoundLoop` holds
+the loop's parts, so that one round can also be stepped from outside with new labels
+(`al_jax.labeling`, a person in the loop).
 
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
@@ -207,6 +209,84 @@ def _stack(trees: list) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+class RoundLoop:
+  """The moving parts of one job's round loop: the compiled mapped round step, the
+  stacked carry of its runs, their inputs, the data each step sees, the results so far
+  and the Orbax checkpoints. `run` steps it through every round; `al_jax.labeling` steps
+  it one round at a time, putting a person's labels into `step_data` and `carry` first.
+
+  carry: the runs' carries stacked [R, ...]; step_data: {"pool", "test"} as the
+  protocol's round_step takes it; results: one list of records per run; next_round:
+  the round the next `step` computes.
+  """
+
+  def __init__(self, config: Config, data: PreparedData, workdir: str, *,
+               keep_checkpoints: int = 3):
+    self.config = config
+    self.program = round_program(static_config(config), len(data.class_names),
+                                 tuple(data.pool["images"].shape[1:]), data.num_pool,
+                                 use_vmap(config.vmap_runs))
+    self.protocol = self.program.protocol
+    self.runs = config.runs
+    first_carry = {seed: self.protocol.initial_carry(seed, data.pool) for seed in config.seeds}
+    self.initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
+                    for seed, c in first_carry.items()}
+    self.carry = _stack([first_carry[seed] for _, seed in self.runs])
+    self.run_inputs = {
+        "key": jnp.stack([jax.random.key(seed) for _, seed in self.runs]),
+        "metric": jnp.array([config.metrics.index(m) for m, _ in self.runs], jnp.int32)}
+    self.step_data = {"pool": data.pool, "test": data.test}
+    self.results: list[list[dict]] = [[] for _ in self.runs]
+    self.next_round = 0
+    self._step = None
+    self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     max_to_keep=keep_checkpoints or None)
+
+  def resume(self) -> int:
+    """Restores the newest readable checkpoint, if any; returns the next round."""
+    self.carry, self.results, self.next_round = self.checkpointer.resume(self.carry,
+                                                                         self.results)
+    return self.next_round
+
+  def compile(self) -> Any:
+    """The compiled step, compiled (or found) once for the arguments' signature; later
+    steps reuse it, so new arrays in `carry` or `step_data` must keep their shapes."""
+    if self._step is None:
+      self._step, compile_s = self.program.executable(self.carry, self.step_data,
+                                                      self.run_inputs)
+      if compile_s:
+        logging.info("compiled the round step of %d run(s) in %.1fs", len(self.runs),
+                     compile_s)
+    return self._step
+
+  def step(self) -> tuple[dict[str, np.ndarray], float]:
+    """Computes round `next_round` of every run: (round metrics [R, ...], seconds).
+
+    The carry advances; the results and `next_round` only in `save`."""
+    step = self.compile()
+    t = time.perf_counter()
+    self.carry, round_metrics = jax.block_until_ready(
+        step(self.carry, self.step_data, self.run_inputs))
+    seconds = time.perf_counter() - t
+    values = jax.tree.map(np.asarray, round_metrics)
+    _check_finite(values["train_loss"], self.runs, self.next_round)
+    return values, seconds
+
+  def save(self, records: list[dict], *, wait: bool = False) -> None:
+    """Appends one record per run, advances `next_round` and checkpoints (asynchronously
+    unless `wait`)."""
+    for i, record in enumerate(records):
+      self.results[i].append(record)
+    self.next_round += 1
+    self.checkpointer.save(self.next_round, self.carry,
+                           {"next_round": self.next_round, "results": self.results})
+    if wait:
+      self.checkpointer.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.checkpointer.close()
+
+
 def run(config: Config, workdir: str, *, overwrite: bool = False,
         data: PreparedData | None = None, plot: bool = False,
         keep_checkpoints: int = 3) -> Runs:
@@ -218,46 +298,28 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   check_workdir(config, workdir, overwrite)
-  program = round_program(static_config(config), len(data.class_names),
-                          tuple(data.pool["images"].shape[1:]), data.num_pool,
-                          use_vmap(config.vmap_runs))
-  protocol = program.protocol
-  runs = config.runs
-  first_carry = {seed: protocol.initial_carry(seed, data.pool) for seed in config.seeds}
-  carry = _stack([first_carry[seed] for _, seed in runs])
-  run_inputs = {"key": jnp.stack([jax.random.key(seed) for _, seed in runs]),
-                "metric": jnp.array([config.metrics.index(m) for m, _ in runs], jnp.int32)}
-  step_data = {"pool": data.pool, "test": data.test}
-
-  initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
-             for seed, c in first_carry.items()}
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              max_to_keep=keep_checkpoints or None)
+  loop = RoundLoop(config, data, workdir, keep_checkpoints=keep_checkpoints)
+  runs = loop.runs
   try:
-    carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
-    step, compile_s = program.executable(carry, step_data, run_inputs)
-    if compile_s:
-      logging.info("compiled the round step of %d run(s) in %.1fs", len(runs), compile_s)
+    start = loop.resume()
+    loop.compile()
     started = time.perf_counter()
-    for r in range(start, protocol.num_rounds):
-      t = time.perf_counter()
-      carry, round_metrics = jax.block_until_ready(step(carry, step_data, run_inputs))
-      seconds = time.perf_counter() - t
-      values = jax.tree.map(np.asarray, round_metrics)
-      _check_finite(values["train_loss"], runs, r)
+    for r in range(start, loop.protocol.num_rounds):
+      values, seconds = loop.step()
+      records = []
       for i, (metric, seed) in enumerate(runs):
         record = _record(config, data, r, metric, seed, seconds / len(runs),
                          {k: v[i] for k, v in values.items()})
         if r == 0:
-          record["initial_labeled"] = initial[seed]
-        results[i].append(record)
-      checkpointer.save(r + 1, carry, {"next_round": r + 1, "results": results})
-      for (metric, seed), records in zip(runs, results):
-        write_results(run_dir(config, workdir, metric, seed), records)
+          record["initial_labeled"] = loop.initial[seed]
+        records.append(record)
+      loop.save(records)
+      for (metric, seed), run_records in zip(runs, loop.results):
+        write_results(run_dir(config, workdir, metric, seed), run_records)
       _log_round(config, r, values, seconds, started, start)
   finally:
-    checkpointer.close()
-  by_run = dict(zip(runs, results))
+    loop.close()
+  by_run = dict(zip(runs, loop.results))
   _write_atomic(os.path.join(workdir, "summary.json"),
                 json.dumps(summarize(by_run), indent=1) + "\n")
   if plot:

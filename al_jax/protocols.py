@@ -16,7 +16,8 @@ which protocol it runs:
 carry = {"train_state": TrainState (an ensemble's with a leading [M] axis),
          "labeled": [N] bool, "round": int32 []};
 data = {"pool": {"images" [N,H,W,C] uint8, "labels" [N], "valid" [N] bool},
-        "test": {"images" [M,H,W,C], "labels" [M]}}, shared by all runs;
+        "test": {"images" [M,H,W,C], "labels" [M], optional "valid" [M] bool}},
+        shared by all runs;
 run = {"key": the run's root key, "metric": int32 [] index into config.metrics}.
 round_metrics holds scalars and small arrays: train_loss, train_accuracy, test_loss,
 test_accuracy, per_class_accuracy [C], num_labeled, epoch, and selected [k] (pool
@@ -103,7 +104,7 @@ class Protocol:
     return np.zeros(np.shape(pool["valid"]), bool)
 
   def evaluate(self, state: training.TrainState, test: dict) -> dict:
-    return training.evaluate(state, test["images"], test["labels"],
+    return training.evaluate(state, test["images"], test["labels"], test.get("valid"),
                              batch_size=self.config.eval_batch_size)
 
 

@@ -187,16 +187,21 @@ def pad_to_multiple(x: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
   return jnp.pad(x, pad), jnp.arange(padded) < n
 
 
-def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, *,
-             batch_size: int = 1000) -> dict[str, jax.Array]:
+def evaluate(state: TrainState, images: jax.Array, labels: jax.Array,
+             valid: jax.Array | None = None, *, batch_size: int = 1000
+             ) -> dict[str, jax.Array]:
   """Loss, accuracy and per-class accuracy over a whole set, in fixed-size chunks.
 
-  images: [M, H, W, C] uint8, labels: [M]. Returns test_loss, test_accuracy (scalars)
-  and per_class_accuracy [C] (NaN for a class absent from the set).
+  images: [M, H, W, C] uint8, labels: [M]; valid: [M] bool, the images that count
+  (None: all), so a set that fills up keeps its shape. Returns test_loss,
+  test_accuracy (scalars; NaN when no image counts) and per_class_accuracy [C] (NaN
+  for a class absent from the set).
   """
   batch_size = min(batch_size, images.shape[0])
   images, mask = pad_to_multiple(images, batch_size)
   labels, _ = pad_to_multiple(labels, batch_size)
+  if valid is not None:
+    mask = mask & pad_to_multiple(valid, batch_size)[0]
   chunks = lambda x: x.reshape(-1, batch_size, *x.shape[1:])
   sums = lax.map(lambda b: eval_step(state, b),
                  {"image": chunks(images), "label": chunks(labels), "mask": chunks(mask)})

@@ -1,0 +1,5 @@
+"""A person in the loop: label your own images in the browser (`experiments/label.py`).
+
+`session` steps the library's round loop one round at a time with a person's answers,
+`store` keeps them in SQLite, `server` serves the page in `static/` (Flask, waitress).
+"""

@@ -1,0 +1,490 @@
+"""A person in the loop: the round loop of `al_jax.experiment`, stepped one round at a
+time with the labels a person gives in the browser.
+
+The images of a folder are the pool. The first batch is the pool protocol's own random
+initial set (`initial_size` images) plus `validation_size` other random images, held
+out to estimate accuracy; every later batch is the `query_size` images the acquisition
+strategy chose. When every image of a batch has an answer, one round of the protocol's
+`round_step` runs (`experiment.RoundLoop`): the person's labels fill
+data["pool"]["labels"] and the carry's labeled mask, skipped ("not sure") images leave
+the pool through data["pool"]["valid"], the model is evaluated on the labeled held-out
+images (data["test"], masked by "valid") and the strategy's `selected` images are the
+next batch. The carry is checkpointed (Orbax, the layout of `run`) before that batch is
+shown, and every answer is in SQLite (`store`) the moment it is given, so a server
+killed at any moment continues exactly where it stopped.
+
+Simulation mode: an `--images` folder with a train/<class>/ layout is labeled the same
+way; its folder names are hidden from the page and only report the true accuracy per
+round, on its test/ images when it has them, else on the whole pool.
+"""
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from PIL import Image, ImageOps
+
+from al_jax import acquisition, experiment, protocols, scoring, training
+from al_jax import data as data_lib
+from al_jax.config import Config, ConfigError
+from al_jax.labeling import store as store_lib
+
+SAMPLE = "sample"  # --images=sample: the packaged Fruits-360 sample, unlabeled
+SAMPLE_IMAGES = os.path.join(data_lib.SAMPLE_DIR, "fruits360", "Training")
+THUMBNAIL_SIZE = 256
+# Keys that label: 1-9, then letters (0 skips; Backspace undoes).
+KEYS = tuple("123456789abcdefghijklmnopqrstuvwxyz")
+
+
+class LabelError(ValueError):
+  """A bad request or setting; the message is one line that says what to do."""
+
+
+class Busy(LabelError):
+  """The next batch is being chosen; answers wait until it is shown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What a labeling workdir computes with; a workdir keeps the settings it was made with."""
+  metric: str = "entropy"
+  query_size: int = 20
+  initial_size: int = 20
+  validation_size: int = 10
+  image_size: int = 32
+  epochs_per_round: int = 20
+  seed: int = 0
+  model: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+  """The pool (and in simulation mode its hidden labels [N] and a test set)."""
+  pool: data_lib.ImageFolder
+  classes: tuple[str, ...]
+  hidden: np.ndarray | None = None        # int32 [N], -1 for a folder of no class
+  test: tuple[np.ndarray, np.ndarray] | None = None
+
+  @property
+  def simulation(self) -> bool:
+    return self.hidden is not None
+
+
+def _class_key(name: str) -> str:
+  return name.strip().lower().replace("_", " ")
+
+
+def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -> Images:
+  """--images (a folder, "sample", or a train/<class>/ layout) -> Images."""
+  root = SAMPLE_IMAGES if images == SAMPLE else os.path.abspath(os.path.expanduser(images))
+  if not os.path.isdir(root):
+    raise LabelError(f"image folder {root} does not exist; pass --images=DIR")
+  has_train = any(e.lower() in ("train", "training") and os.path.isdir(os.path.join(root, e))
+                  for e in os.listdir(root))
+  if not has_train:
+    if not classes or len(classes) < 2:
+      raise LabelError("name at least 2 classes, e.g. --classes=cat,dog")
+    return Images(data_lib.load_images(root, image_size=image_size), classes)
+  train_dir, test_dir = data_lib._folder_splits(root)  # pylint: disable=protected-access
+  pool = data_lib.load_images(train_dir, image_size=image_size)
+  folders = sorted({p.split("/")[0] for p in pool.paths if "/" in p})
+  classes = classes or tuple(folders)
+  if len(classes) < 2:
+    raise LabelError(f"{train_dir} holds {len(classes)} class folder(s); need at least 2")
+  lookup = {_class_key(c): i for i, c in enumerate(classes)}
+  hidden_of = lambda paths: np.array(
+      [lookup.get(_class_key(p.split("/")[0]), -1) if "/" in p else -1 for p in paths],
+      np.int32)
+  hidden = hidden_of(pool.paths)
+  if not np.any(hidden >= 0):
+    raise LabelError(f"no folder of {train_dir} is one of the classes {', '.join(classes)}; "
+                     f"its folders are {', '.join(folders[:10])}")
+  test = None
+  if test_dir is not None:
+    found = data_lib.load_images(test_dir, image_size=image_size)
+    labels = hidden_of(found.paths)
+    keep = labels >= 0
+    if found.images.shape[-1] == pool.images.shape[-1] and np.any(keep):
+      test = (found.images[keep], labels[keep])
+  return Images(pool, tuple(classes), hidden, test)
+
+
+def images_argument(images: str) -> str:
+  """--images as the workdir records it: "sample", else an absolute path."""
+  return images if images == SAMPLE else os.path.abspath(os.path.expanduser(images))
+
+
+def fingerprint(paths: tuple[str, ...]) -> str:
+  """A hash of the pool's file list (relative paths, in pool order)."""
+  return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:32]
+
+
+class LabelSession:
+  """One labeling workdir: the pool, the label store, the round loop and the batch shown.
+
+  Thread-safe: the server's threads call `state`, `answer`, `undo`, `export` and
+  `thumbnail`; rounds run in a background thread, one at a time.
+  """
+
+  def __init__(self, images: Images, workdir: str, settings: Settings, *,
+               images_arg: str = ""):
+    self.images, self.workdir, self.settings = images, workdir, settings
+    self.classes = images.classes
+    self.paths = images.pool.paths
+    num = len(self.paths)
+    if settings.validation_size < 1:
+      raise LabelError("--validation_size must be at least 1 (held-out labels estimate "
+                       "the accuracy)")
+    if settings.initial_size + settings.validation_size > num:
+      raise LabelError(f"--initial_size={settings.initial_size} + --validation_size="
+                       f"{settings.validation_size} exceed the {num} images; lower them")
+    chunk = min(1000, -(-num // 8) * 8)
+    try:  # checked before the workdir records anything
+      self.config = Config(
+          dataset="folder", metrics=(settings.metric,), seeds=(settings.seed,),
+          image_size=settings.image_size, model=settings.model,
+          initial_size=settings.initial_size, query_size=settings.query_size,
+          rounds=num + 1, epochs_per_round=settings.epochs_per_round, chunk_size=chunk)
+    except ConfigError as error:
+      raise LabelError(str(error)) from error
+    os.makedirs(workdir, exist_ok=True)
+    self.store = store_lib.LabelStore(os.path.join(workdir, "labels.sqlite"))
+    self._check_setup(images_arg)
+    rng = np.random.default_rng(settings.seed)
+    self.validation = np.sort(rng.permutation(num)[:settings.validation_size])
+    self._validation_set = set(self.validation.tolist())
+    padded = -(-num // chunk) * chunk
+    pool_images = np.zeros((padded, *images.pool.images.shape[1:]), np.uint8)
+    pool_images[:num] = images.pool.images
+    self.base_valid = np.arange(padded) < num
+    self.base_valid[self.validation] = False
+    self.pool_images = jnp.asarray(pool_images)
+    self.validation_images = jnp.asarray(images.pool.images[self.validation])
+    data = experiment.PreparedData(
+        pool={"images": self.pool_images, "labels": jnp.zeros(padded, jnp.int32),
+              "valid": jnp.asarray(self.base_valid)},
+        test={"images": self.validation_images,
+              "labels": jnp.zeros(len(self.validation), jnp.int32),
+              "valid": jnp.zeros(len(self.validation), bool)},
+        num_pool=num, class_names=self.classes, source="data_dir")
+    self.loop = experiment.RoundLoop(self.config, data, workdir)
+    self.loop.resume()
+    self.lock = threading.RLock()
+    self._loop_lock = threading.Lock()
+    self.training = False
+    self.train_started = 0.0
+    self.error: str | None = None
+    self.batch = self._batch_from_results()
+    self._true_eval = None
+    if images.simulation:
+      self._true_eval = self._true_accuracy_fn()
+
+  # ------------------------------------------------------------------ setup and resume
+
+  def _check_setup(self, images_arg: str) -> None:
+    """Refuses a workdir made for other images, classes or settings (one line)."""
+    mine = {"fingerprint": fingerprint(self.paths), "num_images": len(self.paths),
+            "classes": list(self.classes), "simulation": self.images.simulation,
+            "settings": dataclasses.asdict(self.settings)}
+    saved = self.store.get_meta("setup")
+    if saved is not None:
+      where = f"workdir {self.workdir} was made for"
+      if (saved["fingerprint"], saved["num_images"]) != (mine["fingerprint"],
+                                                         mine["num_images"]):
+        raise LabelError(f"{where} other images ({saved['num_images']} under "
+                         f"{saved['images']}); use another --workdir")
+      if saved["classes"] != mine["classes"]:
+        raise LabelError(f"{where} the classes {','.join(saved['classes'])} (now "
+                         f"{','.join(mine['classes'])}); use another --workdir")
+      differ = {k: v for k, v in saved["settings"].items() if mine["settings"].get(k) != v}
+      if differ:
+        shown = ", ".join(f"--{k}={v} (now {mine['settings'].get(k)})"
+                          for k, v in differ.items())
+        raise LabelError(f"{where} other settings: {shown}; use another --workdir")
+    self.store.set_meta("setup", {**mine, "images": images_arg or self.images.pool.root})
+
+  def _batch_from_results(self) -> list[int]:
+    if self.loop.next_round == 0:
+      seed = self.settings.seed
+      return sorted(self.loop.initial[seed] + self.validation.tolist())
+    return list(self.loop.results[0][-1]["selected"])
+
+  def start(self) -> None:
+    """Compiles the round step in the background, and runs a round at once if the
+    batch shown when the server stopped was already complete."""
+    with self.lock:
+      if self.batch and self._complete(self.store.all()):
+        self._start_round()
+        return
+    threading.Thread(target=self._warm_up, daemon=True).start()
+
+  def _warm_up(self) -> None:
+    with self._loop_lock:
+      self._fill(self.store.all())
+      self.loop.compile()
+
+  # ------------------------------------------------------------------------ answers
+
+  def _complete(self, labels: dict) -> bool:
+    return all(i in labels for i in self.batch)
+
+  def answer(self, index, label) -> dict:
+    """Stores a label (a class name) or a skip (None) for an image of the batch."""
+    if isinstance(index, bool) or not isinstance(index, int):
+      raise LabelError("index must be an integer")
+    if label is not None and label not in self.classes:
+      raise LabelError(f"unknown class {str(label)[:40]!r}; valid: {', '.join(self.classes)}")
+    with self.lock:
+      if self.training:
+        raise Busy("the next batch is being chosen; wait until it is shown")
+      if index not in self.batch:
+        raise LabelError(f"image {index} is not in the current batch")
+      self.store.put(index, self.paths[index], label, self.loop.next_round)
+      labels = self.store.all()
+      if self._complete(labels):
+        self._start_round()
+      return self.state(labels)
+
+  def undo(self) -> dict:
+    """Removes the latest answer of the current batch; state["undone"] is its image."""
+    with self.lock:
+      if self.training:
+        raise Busy("the next batch is being chosen; answers of the last one are final")
+      item = self.store.undo(self.batch)
+      return {**self.state(), "undone": None if item is None else item.pool_index}
+
+  # ------------------------------------------------------------------------- rounds
+
+  def _start_round(self) -> None:
+    self.training, self.train_started, self.error = True, time.time(), None
+    threading.Thread(target=self._run_round, daemon=True).start()
+
+  def _fill(self, labels: dict) -> None:
+    """Puts the answers into the round step's data and the carry's labeled mask."""
+    padded = self.base_valid.shape[0]
+    pool_labels = np.zeros(padded, np.int32)
+    labeled = np.zeros(padded, bool)
+    valid = self.base_valid.copy()
+    index = {c: i for i, c in enumerate(self.classes)}
+    for i, item in labels.items():
+      if item.label is None:
+        valid[i] = False
+      else:
+        pool_labels[i] = index[item.label]
+        labeled[i] = i not in self._validation_set
+    self.loop.step_data = {
+        "pool": {"images": self.pool_images, "labels": jnp.asarray(pool_labels),
+                 "valid": jnp.asarray(valid)},
+        "test": {"images": self.validation_images,
+                 "labels": jnp.asarray(pool_labels[self.validation]),
+                 "valid": jnp.asarray(np.array([i in labels and labels[i].label is not None
+                                                for i in self.validation.tolist()]))}}
+    self.loop.carry = {**self.loop.carry, "labeled": jnp.asarray(labeled)[None]}
+
+  def _run_round(self) -> None:
+    try:
+      with self._loop_lock:
+        labels = self.store.all()
+        self._fill(labels)
+        r = self.loop.next_round
+        values, seconds = self.loop.step()
+        record = self._record(r, {k: v[0] for k, v in values.items()}, seconds, labels)
+        self.loop.save([record], wait=True)
+        experiment.write_results(self.workdir, self.loop.results[0])
+      logging.info("round %d: trained on %d labels in %.1fs, estimated accuracy %s, next "
+                   "batch of %d", r, record["num_labeled"], seconds,
+                   record["estimated_accuracy"], len(record["selected"]))
+      with self.lock:
+        self.batch, self.training = list(record["selected"]), False
+    except Exception as error:  # shown on the page; the batch stays complete
+      logging.exception("round failed")
+      with self.lock:
+        self.training = False
+        self.error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+
+  def _record(self, r: int, values: dict, seconds: float, labels: dict) -> dict:
+    selected = values["selected"]
+    record = {
+        "round": r, "metric": self.settings.metric, "round_s": seconds,
+        "num_labeled": int(values["num_labeled"]),
+        "validation_labeled": int(np.asarray(self.loop.step_data["test"]["valid"]).sum()),
+        "estimated_accuracy": experiment.json_value(values["test_accuracy"]),
+        "train_loss": experiment.json_value(values["train_loss"]),
+        "train_accuracy": experiment.json_value(values["train_accuracy"]),
+        "class_counts": self._class_counts(labels),
+        "skipped": sum(item.label is None for item in labels.values()),
+        "selected": selected[(selected >= 0) & (selected < len(self.paths))].tolist()}
+    if self._true_eval is not None:
+      state = jax.tree.map(lambda x: x[0], self.loop.carry["train_state"])
+      record["true_accuracy"] = experiment.json_value(self._true_eval(state)["test_accuracy"])
+    return record
+
+  def _true_accuracy_fn(self):
+    """Accuracy on the hidden labels: test/ when the folder has one, else the pool."""
+    if self.images.test is not None:
+      images, labels = self.images.test
+    else:
+      keep = self.images.hidden >= 0
+      images, labels = self.images.pool.images[keep], self.images.hidden[keep]
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    evaluate = jax.jit(functools.partial(training.evaluate,
+                                         batch_size=self.config.eval_batch_size))
+    return lambda state: evaluate(state, images, labels)
+
+  # -------------------------------------------------------------------------- views
+
+  def _class_counts(self, labels: dict) -> dict[str, int]:
+    counts = {c: 0 for c in self.classes}
+    for item in labels.values():
+      if item.label is not None:
+        counts[item.label] += 1
+    return counts
+
+  def state(self, labels: dict | None = None) -> dict:
+    """What the page shows, as JSON."""
+    with self.lock:
+      labels = self.store.all() if labels is None else labels
+      curve = [{k: rec.get(k) for k in ("round", "num_labeled", "estimated_accuracy",
+                                        "validation_labeled", "true_accuracy", "round_s")}
+               for rec in self.loop.results[0]]
+      return {
+          "round": self.loop.next_round, "classes": list(self.classes),
+          "keys": list(KEYS[:len(self.classes)]),
+          "batch": [{"index": i, "label": labels[i].label if i in labels else None,
+                     "answered": i in labels} for i in self.batch],
+          "training": self.training,
+          "training_s": time.time() - self.train_started if self.training else 0.0,
+          "last_round_s": curve[-1]["round_s"] if curve else None,
+          "error": self.error, "done": not self.batch and not self.training,
+          "labeled": sum(item.label is not None for item in labels.values()),
+          "skipped": sum(item.label is None for item in labels.values()),
+          "pool": len(self.paths), "class_counts": self._class_counts(labels),
+          "curve": curve, "simulation": self.images.simulation,
+          "metric": self.settings.metric}
+
+  def thumbnail(self, index: int) -> str:
+    """The path of image `index`'s JPEG thumbnail, made on first use and cached."""
+    if not 0 <= index < len(self.paths):
+      raise KeyError(index)
+    folder = os.path.join(self.workdir, "thumbnails")
+    path = os.path.join(folder, f"{index}.jpg")
+    if not os.path.exists(path):
+      os.makedirs(folder, exist_ok=True)
+      source = os.path.join(self.images.pool.root, *self.paths[index].split("/"))
+      with Image.open(source) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        tmp = f"{path}.{threading.get_ident()}.tmp"
+        img.save(tmp, "JPEG", quality=90)
+      os.replace(tmp, path)
+    return path
+
+  # ------------------------------------------------------------------------ outputs
+
+  def export(self) -> dict:
+    """Writes labels.csv and labels.json in the workdir; returns their paths and count."""
+    with self.lock:
+      rows = store_lib.export_rows(self.store.all(), self._validation_set)
+      csv_path, json_path = store_lib.write_exports(
+          self.workdir, rows, {"images": self.images.pool.root, "classes": list(self.classes),
+                               "rounds": self.loop.next_round})
+    return {"csv": csv_path, "json": json_path, "count": len(rows)}
+
+  def predict(self) -> str:
+    """Writes predictions.csv for every image without a label: the latest model's class
+    and probability, and the acquisition strategy's score and rank (1 = asked first)."""
+    if self.loop.next_round == 0:
+      raise LabelError("no model yet: label the first batch in the page first")
+    labels = self.store.all()
+    unlabeled = [i for i in range(len(self.paths))
+                 if i not in labels or labels[i].label is None]
+    if not unlabeled:
+      raise LabelError("every image is labeled; nothing to predict")
+    state = jax.tree.map(lambda x: x[0], self.loop.carry["train_state"])
+    available = np.zeros(self.base_valid.shape, bool)
+    available[unlabeled] = True
+    strategy = acquisition.make(self.settings.metric, k=len(unlabeled),
+                                chunk_size=self.config.chunk_size,
+                                mc_samples=self.config.mc_samples)
+    key = protocols.stream_key(jax.random.key(self.settings.seed), protocols.QUERY,
+                               self.loop.next_round)
+    selection = jax.jit(strategy)(state, self.pool_images, jnp.asarray(available), key)
+    probs = np.asarray(_pool_probs(state, self.pool_images, self.config.chunk_size))
+    path = os.path.join(self.workdir, "predictions.csv")
+    with open(path + ".tmp", "w", newline="") as f:
+      writer = csv.writer(f, lineterminator="\n")
+      writer.writerow(["path", "predicted_label", "probability", "score", "rank"])
+      for rank, (i, score) in enumerate(zip(np.asarray(selection.indices).tolist(),
+                                            np.asarray(selection.scores).tolist()), 1):
+        c = int(np.argmax(probs[i]))
+        writer.writerow([self.paths[i], self.classes[c], f"{probs[i, c]:.6f}",
+                         f"{score:.6g}", rank])
+    os.replace(path + ".tmp", path)
+    return path
+
+  def close(self) -> None:
+    with self._loop_lock:
+      self.loop.close()
+    self.store.close()
+
+
+@functools.partial(jax.jit, static_argnames="chunk_size")
+def _pool_probs(state: training.TrainState, images: jax.Array, chunk_size: int) -> jax.Array:
+  """Class probabilities of the whole pool, chunk by chunk.  [N, ...] -> [N, C]."""
+  chunks = images.reshape(-1, chunk_size, *images.shape[1:])
+  return jax.lax.map(lambda c: scoring.predict_probs(state, c), chunks).reshape(
+      images.shape[0], -1)
+
+
+def reopen(workdir: str) -> LabelSession:
+  """The session of an existing labeling workdir, from what it records (for --predict)."""
+  path = os.path.join(workdir, "labels.sqlite")
+  if not os.path.isfile(path):
+    raise LabelError(f"{workdir} holds no labels.sqlite; run label.py with --images first")
+  try:
+    saved = store_lib.LabelStore(path)
+    setup = saved.get_meta("setup")
+    saved.close()
+  except sqlite3.Error as error:
+    raise LabelError(f"{path} is not readable ({error}); is it a label.py workdir?") from error
+  if setup is None:
+    raise LabelError(f"{path} records no images; run label.py with --images first")
+  settings = Settings(**setup["settings"])
+  images = open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
+  return LabelSession(images, workdir, settings, images_arg=setup["images"])
+
+
+def simulate(labeling: LabelSession, rounds: int) -> list[dict]:
+  """Simulation mode without a page: answers `rounds` batches with the folder's hidden
+  labels (images of no class are skipped), through `answer` like the page. Returns
+  per round the record and `turnaround_s`, from the batch's last answer to the next
+  batch (training, scoring, evaluation and the checkpoint)."""
+  if not labeling.images.simulation:
+    raise LabelError("--simulate needs --images with a train/<class>/ layout")
+  out = []
+  labeling.start()
+  for _ in range(rounds):
+    while labeling.state()["training"]:
+      time.sleep(0.05)
+    if labeling.error or not labeling.batch:
+      break
+    for i in list(labeling.batch):
+      hidden = int(labeling.images.hidden[i])
+      labeling.answer(i, labeling.classes[hidden] if hidden >= 0 else None)
+    started = time.perf_counter()
+    while labeling.state()["training"]:
+      time.sleep(0.01)
+    if labeling.error:
+      raise LabelError(f"the round failed: {labeling.error}")
+    out.append({**labeling.loop.results[0][-1],
+                "turnaround_s": time.perf_counter() - started})
+  return out

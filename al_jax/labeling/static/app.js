@@ -1,0 +1,288 @@
+// The labeling page: plain JavaScript, no build step. The server holds the state;
+// the page shows it, sends one request per answer (in order) and polls while a
+// round trains. window.alLatencies holds, per answer, the milliseconds from the key
+// press (or click) to the page showing the server's confirmation.
+"use strict";
+
+let state = null;          // the last state from the server
+let cursor = 0;            // position in state.batch of the highlighted image
+let batchKey = "";         // the batch the grid was built for
+let queue = Promise.resolve();
+let inFlight = 0;
+let polling = null;
+window.alLatencies = [];
+
+const $ = (id) => document.getElementById(id);
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify(body)};
+  const response = await fetch(path, {...init, credentials: "same-origin", cache: "no-store"});
+  let data = {};
+  try { data = await response.json(); } catch (e) { /* not JSON */ }
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+// Requests run one after another, in the order given.
+function enqueue(work) {
+  inFlight += 1;
+  queue = queue.then(work).catch((e) => showError(e.message)).finally(() => { inFlight -= 1; });
+  return queue;
+}
+
+function showError(message) {
+  const status = $("status");
+  status.className = "error";
+  status.textContent = message;
+  refresh();
+}
+
+function firstOpen(from) {
+  const batch = state ? state.batch : [];
+  for (let k = 0; k < batch.length; k++) {
+    const i = (from + k) % batch.length;
+    if (!batch[i].answered) return i;
+  }
+  return Math.min(from, Math.max(batch.length - 1, 0));
+}
+
+function setState(next, opts = {}) {
+  const newBatch = next.batch.map((b) => b.index).join(",") + "@" + next.round;
+  if (newBatch !== batchKey) cursor = 0;
+  state = next;
+  if (opts.cursorIndex !== undefined) {
+    const at = state.batch.findIndex((b) => b.index === opts.cursorIndex);
+    if (at >= 0) cursor = at;
+  } else if (!state.batch[cursor] || state.batch[cursor].answered) {
+    cursor = firstOpen(cursor);
+  }
+  render();
+  if (state.training && !polling) polling = setTimeout(poll, 400);
+}
+
+async function refresh() {
+  try { setState(await api("/api/state")); } catch (e) { /* shown next time */ }
+}
+
+async function poll() {
+  polling = null;
+  if (inFlight === 0) await refresh();
+  else if (state && state.training) polling = setTimeout(poll, 400);
+}
+
+function answer(label) {
+  if (!state || state.training || !state.batch[cursor]) return;
+  const t0 = performance.now();
+  const item = state.batch[cursor];
+  item.answered = true; item.label = label; item.pending = true;
+  const index = item.index;
+  cursor = firstOpen(cursor + 1);
+  render();
+  enqueue(async () => {
+    const next = await api(label === null ? "/api/skip" : "/api/label",
+                           label === null ? {index} : {index, label});
+    if (inFlight === 1) setState(next);
+    else item.pending = false;
+    window.alLatencies.push(performance.now() - t0);
+  });
+}
+
+function undo() {
+  if (!state || state.training) return;
+  enqueue(async () => {
+    const next = await api("/api/undo", {});
+    setState(next, next.undone === null ? {} : {cursorIndex: next.undone});
+  });
+}
+
+function move(step) {
+  if (!state || !state.batch.length) return;
+  cursor = (cursor + step + state.batch.length) % state.batch.length;
+  render();
+}
+
+async function exportLabels() {
+  try {
+    const out = await api("/api/export", {});
+    $("exported").textContent = `Wrote ${out.count} rows to ${out.csv} and ${out.json}.`;
+  } catch (e) { showError(e.message); }
+}
+
+// ------------------------------------------------------------------------ drawing
+
+function buildGrid() {
+  const grid = $("grid");
+  grid.replaceChildren();
+  state.batch.forEach((b, i) => {
+    const tile = document.createElement("figure");
+    tile.className = "tile";
+    tile.dataset.index = b.index;
+    const img = document.createElement("img");
+    img.src = `/image/${b.index}`;
+    img.alt = `image ${b.index}`;
+    const caption = document.createElement("figcaption");
+    tile.append(img, caption);
+    tile.addEventListener("click", () => { cursor = i; render(); });
+    grid.append(tile);
+  });
+}
+
+function buildClasses() {
+  const box = $("classes");
+  if (box.childElementCount === state.classes.length) return;
+  box.replaceChildren();
+  state.classes.forEach((name, k) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.label = name;
+    const key = document.createElement("kbd");
+    key.textContent = state.keys[k];
+    button.append(key, " " + name);
+    button.addEventListener("click", () => answer(name));
+    box.append(button);
+  });
+}
+
+function render() {
+  if (!state) return;
+  const key = state.batch.map((b) => b.index).join(",") + "@" + state.round;
+  if (key !== batchKey) { batchKey = key; buildGrid(); }
+  buildClasses();
+  const answered = state.batch.filter((b) => b.answered).length;
+  $("round").textContent = state.round + 1;
+  $("in-batch").textContent = `${answered} / ${state.batch.length}`;
+  $("labeled").textContent = state.labeled;
+  $("skipped").textContent = state.skipped;
+  $("pool").textContent = state.pool;
+  $("metric").textContent = state.metric;
+  const tiles = $("grid").children;
+  state.batch.forEach((b, i) => {
+    const tile = tiles[i];
+    tile.classList.toggle("current", i === cursor && !state.training);
+    tile.classList.toggle("answered", b.answered);
+    tile.classList.toggle("skipped", b.answered && b.label === null);
+    tile.classList.toggle("pending", !!b.pending);
+    tile.dataset.label = b.answered ? (b.label === null ? "" : b.label) : "";
+    tile.dataset.answered = b.answered;
+    tile.querySelector("figcaption").textContent =
+        b.answered ? (b.label === null ? "skipped" : b.label) : "";
+  });
+  const current = tiles[cursor];
+  if (current && !state.training) current.scrollIntoView({block: "nearest"});
+  $("grid").classList.toggle("waiting", state.training);
+  document.querySelectorAll("aside button").forEach((b) => {
+    if (b.id !== "export") b.disabled = state.training;
+  });
+  renderStatus();
+  renderCurve();
+  renderCounts();
+}
+
+function renderStatus() {
+  const status = $("status");
+  status.dataset.training = state.training;
+  status.className = "";
+  status.replaceChildren();
+  if (state.training) {
+    const spin = document.createElement("span");
+    spin.className = "spinner";
+    const last = state.last_round_s ? ` (the last round took ${state.last_round_s.toFixed(1)} s)` : "";
+    status.append(spin, `Training on ${state.labeled} labels and choosing the next batch… ` +
+                        `${state.training_s.toFixed(0)} s${last}`);
+  } else if (state.error) {
+    status.className = "error";
+    status.textContent = `The round failed: ${state.error}. Restart label.py to retry.`;
+  } else if (state.done) {
+    status.textContent = "Every image is labeled or skipped. Export, then stop the server.";
+  } else {
+    status.textContent = "Label the highlighted image; the next batch comes when this one is done.";
+  }
+}
+
+function svg(tag, attrs, text) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function renderCurve() {
+  const box = $("curve");
+  box.replaceChildren();
+  const [x0, x1, y0, y1] = [34, 290, 150, 12];
+  box.append(svg("line", {class: "axis", x1: x0, y1: y0, x2: x1, y2: y0}),
+             svg("line", {class: "axis", x1: x0, y1: y0, x2: x0, y2: y1}));
+  for (const v of [0, 0.5, 1]) {
+    const y = y0 - v * (y0 - y1);
+    box.append(svg("text", {x: 4, y: y + 3}, `${v * 100}%`));
+  }
+  const curve = state.curve;
+  const maxX = Math.max(1, ...curve.map((c) => c.num_labeled));
+  const px = (c) => x0 + (c.num_labeled / maxX) * (x1 - x0 - 8);
+  box.append(svg("text", {x: x1 - 70, y: 166}, `labels (max ${maxX})`));
+  const line = (key, cls) => {
+    const pts = curve.filter((c) => c[key] !== null && c[key] !== undefined);
+    if (!pts.length) return;
+    box.append(svg("polyline", {class: cls,
+        points: pts.map((c) => `${px(c)},${y0 - c[key] * (y0 - y1)}`).join(" ")}));
+    pts.forEach((c) => box.append(svg("circle", {cx: px(c), cy: y0 - c[key] * (y0 - y1), r: 3,
+        fill: cls === "est" ? "#1f6feb" : "#1a7f37"})));
+  };
+  line("estimated_accuracy", "est");
+  if (state.simulation) line("true_accuracy", "true");
+  const last = curve[curve.length - 1];
+  let note = "No round trained yet.";
+  if (last) {
+    const acc = last.estimated_accuracy === null ? "–" : `${(last.estimated_accuracy * 100).toFixed(0)}%`;
+    note = `Round ${last.round + 1}: ${acc} on ${last.validation_labeled} held-out labels ` +
+           "(random images of the first batch, never trained on).";
+    if (state.simulation && last.true_accuracy !== null) {
+      note += ` True accuracy (hidden folder labels, dashed): ${(last.true_accuracy * 100).toFixed(0)}%.`;
+    }
+  }
+  $("curve-note").textContent = note;
+}
+
+function renderCounts() {
+  const table = $("counts");
+  table.replaceChildren();
+  const max = Math.max(1, ...Object.values(state.class_counts));
+  for (const [name, n] of Object.entries(state.class_counts)) {
+    const row = table.insertRow();
+    row.insertCell().textContent = name;
+    const count = row.insertCell();
+    count.className = "n";
+    count.textContent = n;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${(100 * n) / max}%`;
+    row.insertCell().append(bar);
+  }
+}
+
+// ------------------------------------------------------------------------ keyboard
+
+document.addEventListener("keydown", (e) => {
+  if (!state || e.altKey || e.metaKey) return;
+  if (e.ctrlKey) {
+    if (e.key === "z") { e.preventDefault(); undo(); }
+    return;
+  }
+  if (e.target instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
+  const key = e.key.toLowerCase();
+  const k = state.keys.indexOf(key);
+  if (k >= 0) { e.preventDefault(); answer(state.classes[k]); }
+  else if (key === "0") { e.preventDefault(); answer(null); }
+  else if (e.key === "Backspace") { e.preventDefault(); undo(); }
+  else if (e.key === "ArrowRight") { e.preventDefault(); move(1); }
+  else if (e.key === "ArrowLeft") { e.preventDefault(); move(-1); }
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("skip").addEventListener("click", () => answer(null));
+  $("undo").addEventListener("click", undo);
+  $("export").addEventListener("click", exportLabels);
+  refresh();
+});

@@ -1,0 +1,106 @@
+r"""Label your own images in the browser; the model picks what to show.
+
+  python experiments/label.py --images=DIR --classes=cat,dog,bird --workdir=OUT
+  python experiments/label.py --workdir=OUT --predict
+
+The first prints one URL; open it. Labels go to OUT/labels.sqlite the moment they are
+given and to OUT/labels.csv and labels.json on export and on exit; the model of each
+round to OUT/checkpoints/. Started again with the same flags it continues where it
+stopped. --predict writes OUT/predictions.csv for every image still without a label.
+`--images=sample` is the packaged Fruits-360 sample; a folder with a train/<class>/
+layout runs in simulation mode (its folder names only report the true accuracy).
+"""
+
+import json
+import logging as std_logging
+import signal
+import sys
+
+from absl import app, flags, logging
+
+import al_jax
+from al_jax import acquisition
+from al_jax import data as data_lib
+from al_jax.labeling import server, session
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("images", None, "Folder of images (searched recursively), 'sample' for "
+                    "the packaged Fruits-360 sample, or a train/<class>/ layout (simulation).")
+flags.DEFINE_string("classes", None, "Class names, comma-separated, e.g. cat,dog,bird "
+                    "(simulation mode: default the folder names).")
+flags.DEFINE_string("workdir", None, "Output folder: labels, checkpoints, exports.")
+flags.DEFINE_string("metric", "entropy", f"Acquisition strategy: {', '.join(acquisition.NAMES)}.")
+flags.DEFINE_integer("query_size", 20, "Images per batch after the first.")
+flags.DEFINE_integer("initial_size", 20, "Random images of the first batch trained on.")
+flags.DEFINE_integer("validation_size", 10, "Further random images of the first batch, "
+                     "held out (never trained on) to estimate accuracy.")
+flags.DEFINE_integer("image_size", 32, "Images are resized to this side for the model.")
+flags.DEFINE_integer("epochs_per_round", 20, "Training epochs on the labels per round.")
+flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the model.")
+flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default by channels).")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
+                    "lets other machines reach the page (a warning is printed).")
+flags.DEFINE_integer("port", 0, "Port (0: a free one).")
+flags.DEFINE_integer("simulate", 0, "Simulation mode only: answer this many batches with "
+                     "the folder's hidden labels, without a page, and print each round's "
+                     "time and accuracy as JSON lines.")
+flags.DEFINE_bool("predict", False, "Write predictions.csv for the unlabeled images "
+                  "with the latest model, then exit (only --workdir is needed).")
+
+
+def _stop(signum, frame):
+  raise KeyboardInterrupt
+
+
+def _quiet(record) -> bool:
+  """Drops Orbax's per-save lines."""
+  return "orbax" not in record.pathname
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_quiet)
+  std_logging.getLogger("waitress.queue").setLevel(std_logging.ERROR)  # "queue depth"
+  if len(argv) > 1:
+    raise session.LabelError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+  if not FLAGS.workdir:
+    raise session.LabelError("pass --workdir=OUT, the folder for labels and models")
+  if FLAGS.predict:
+    labeling = session.reopen(FLAGS.workdir)
+    path = labeling.predict()
+    labeling.close()
+    print(path)
+    return
+  if not FLAGS.images:
+    raise session.LabelError("pass --images=DIR (a folder of images) or --images=sample")
+  settings = session.Settings(
+      metric=FLAGS.metric, query_size=FLAGS.query_size, initial_size=FLAGS.initial_size,
+      validation_size=FLAGS.validation_size, image_size=FLAGS.image_size,
+      epochs_per_round=FLAGS.epochs_per_round, seed=FLAGS.seed, model=FLAGS.model)
+  images = session.open_images(FLAGS.images, data_lib.parse_classes(FLAGS.classes),
+                               FLAGS.image_size)
+  labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
+  if FLAGS.simulate:
+    try:
+      for record in session.simulate(labeling, FLAGS.simulate):
+        print(json.dumps({k: record[k] for k in (
+            "round", "num_labeled", "estimated_accuracy", "true_accuracy", "round_s",
+            "turnaround_s")}), flush=True)
+    finally:
+      labeling.export()
+      labeling.close()
+    return
+  signal.signal(signal.SIGTERM, _stop)
+  server.serve(labeling, host=FLAGS.host, port=FLAGS.port)
+
+
+def entry(argv):
+  try:
+    main(argv)
+  except (session.LabelError, data_lib.DataError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  al_jax.configure_cpu()
+  app.run(entry)

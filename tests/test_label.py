@@ -1,0 +1,491 @@
+"""label.py, a person in the loop: the label store, the session's rounds through the
+shared round loop, the server's safety measures, the page in a real headless Chromium
+(keys, clicks, undo, skip, next rounds, export), and kill -9 at any moment.
+
+The browser tests need Chromium and its driver from Debian (`apt-get install chromium
+chromium-driver`, as .ci/run does); they skip without them, except in CI (CI=true or
+AL_JAX_REQUIRE_FULL_DATA=1), where a missing browser fails."""
+
+import csv
+import json
+import os
+import select
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from al_jax import data as data_lib
+from al_jax.labeling import server, session, store as store_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LABEL_PY = os.path.join(ROOT, "experiments", "label.py")
+SAMPLE = os.path.join(ROOT, "al_jax", "sample_data", "fruits360")  # Training/, Test/
+SMALL = session.Settings(query_size=6, initial_size=5, validation_size=3, image_size=16,
+                         epochs_per_round=2)
+SMALL_FLAGS = ["--query_size=6", "--initial_size=5", "--validation_size=3",
+               "--image_size=16", "--epochs_per_round=2"]
+CI = os.environ.get("CI") == "true" or os.environ.get("AL_JAX_REQUIRE_FULL_DATA") == "1"
+
+
+# ---------------------------------------------------------------------------- store
+
+
+def test_store_keeps_one_answer_per_image_and_undoes_the_latest(tmp_path):
+  db = store_lib.LabelStore(str(tmp_path / "labels.sqlite"))
+  db.put(4, "a/4.jpg", "cat", 0)
+  db.put(7, "a/7.jpg", None, 0)
+  db.put(4, "a/4.jpg", "dog", 0)  # a second answer replaces the first
+  assert db.undo([99]) is None
+  assert db.undo([4, 7]).pool_index == 4  # the latest given
+  db.put(9, "b/9.jpg", "cat", 1)
+  db.close()
+  again = store_lib.LabelStore(str(tmp_path / "labels.sqlite"))
+  labels = again.all()
+  assert {i: (x.path, x.label, x.round) for i, x in labels.items()} == {
+      7: ("a/7.jpg", None, 0), 9: ("b/9.jpg", "cat", 1)}
+  assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+  rows = store_lib.export_rows(labels, validation={9})
+  assert [(r["path"], r["label"], r["use"], r["round"]) for r in rows] == [
+      ("a/7.jpg", "", "skipped", 0), ("b/9.jpg", "cat", "validation", 1)]
+  csv_path, json_path = store_lib.write_exports(str(tmp_path), rows, {"classes": ["cat"]})
+  assert list(csv.DictReader(open(csv_path)))[1]["label"] == "cat"
+  assert json.load(open(json_path))["labels"][0]["use"] == "skipped"
+
+
+def test_load_images_walks_the_folder_and_skips_what_does_not_decode(tmp_path, caplog):
+  from PIL import Image
+  (tmp_path / "a" / "deeper").mkdir(parents=True)
+  Image.new("L", (40, 30), 200).save(tmp_path / "a" / "deeper" / "grey.png")
+  Image.new("L", (20, 20), 10).save(tmp_path / "b.jpg")
+  (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+  (tmp_path / "notes.txt").write_text("x")
+  (tmp_path / ".hidden.png").write_bytes(b"")
+  found = data_lib.load_images(tmp_path, image_size=8)
+  assert found.paths == ("a/deeper/grey.png", "b.jpg")
+  assert found.images.shape == (2, 8, 8, 1) and found.images.dtype == np.uint8
+  assert found.images[0].min() == 200 and found.images[1].max() == 10
+  assert "skipped 2 of 4 files" in caplog.text
+  with pytest.raises(data_lib.DataError, match="no images"):
+    data_lib.load_images(_empty(tmp_path), image_size=8)
+
+
+def _empty(tmp_path):
+  (tmp_path / "empty").mkdir()
+  return tmp_path / "empty"
+
+
+# -------------------------------------------------------------------------- session
+
+
+@pytest.fixture(scope="module")
+def labeling(tmp_path_factory):
+  """A session on the sample in simulation mode (its folder names hidden)."""
+  images = session.open_images(SAMPLE, None, SMALL.image_size)
+  s = session.LabelSession(images, str(tmp_path_factory.mktemp("label")), SMALL)
+  yield s
+  s.close()
+
+
+def _wait_trained(s, timeout=180):
+  deadline = time.time() + timeout
+  while s.state()["training"] and time.time() < deadline:
+    time.sleep(0.1)
+  assert not s.state()["training"] and s.error is None, s.error
+
+
+def test_a_round_trains_on_the_answers_and_queries_the_next_batch(labeling):
+  s, images = labeling, labeling.images
+  assert images.simulation and len(images.classes) == 10 and images.test[0].shape[0] == 100
+  first = [b["index"] for b in s.state()["batch"]]
+  assert len(first) == SMALL.initial_size + SMALL.validation_size
+  assert set(s.validation.tolist()) <= set(first)
+  truth = lambda i: images.classes[images.hidden[i]]
+  for i in first[:-1]:
+    s.answer(i, truth(i))
+  with pytest.raises(session.LabelError, match="unknown class 'zebra'"):
+    s.answer(first[-1], "zebra")
+  with pytest.raises(session.LabelError, match="not in the current batch"):
+    s.answer(next(i for i in range(250) if i not in first), truth(0))
+  skipped = first[-1]
+  state = s.answer(skipped, None)  # the batch is complete: a round starts
+  assert state["training"]
+  with pytest.raises(session.Busy):
+    s.answer(first[0], truth(first[0]))
+  _wait_trained(s)
+  state = s.state()
+  second = [b["index"] for b in state["batch"]]
+  assert len(second) == SMALL.query_size and not set(second) & set(first)
+  (record,) = s.loop.results[0]
+  assert record["selected"] == second
+  # Trained on the answered images that are not held out; the skipped one left the pool.
+  held_out = set(s.validation.tolist())
+  assert record["num_labeled"] == len([i for i in first[:-1] if i not in held_out])
+  assert record["validation_labeled"] == len(held_out - {skipped})
+  assert 0 <= record["estimated_accuracy"] <= 1 and 0 <= record["true_accuracy"] <= 1
+  assert state["skipped"] == 1 and state["labeled"] == len(first) - 1
+  assert os.path.exists(os.path.join(s.workdir, "checkpoints", "1"))
+  assert experiment_lines(s.workdir) == [0]
+
+
+def experiment_lines(workdir):
+  return [json.loads(l)["round"] for l in open(os.path.join(workdir, "results.jsonl"))]
+
+
+def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp_path):
+  workdir = labeling.workdir
+  other = session.Images(labeling.images.pool, tuple(reversed(labeling.images.classes)),
+                         labeling.images.hidden, labeling.images.test)
+  with pytest.raises(session.LabelError, match="was made for the classes") as error:
+    session.LabelSession(other, workdir, SMALL)
+  assert "\n" not in str(error.value)
+  with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\)"):
+    session.LabelSession(labeling.images, workdir,
+                         session.Settings(**{**SMALL.__dict__, "query_size": 7}))
+  with pytest.raises(session.LabelError, match="unknown metric 'margin'"):
+    session.LabelSession(labeling.images, str(tmp_path / "new"),
+                         session.Settings(**{**SMALL.__dict__, "metric": "margin"}))
+  assert not os.path.exists(tmp_path / "new" / "labels.sqlite")  # nothing recorded
+  fewer = session.open_images(os.path.join(SAMPLE, "Test"), ("a", "b"), SMALL.image_size)
+  with pytest.raises(session.LabelError, match="other images"):
+    session.LabelSession(fewer, workdir, SMALL)
+
+
+# --------------------------------------------------------------------------- server
+
+PORT = 5917
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+@pytest.fixture(scope="module")
+def client(labeling):
+  app = server.create_app(labeling, "s3cret", PORT)
+  return app.test_client()
+
+
+def _post(client, path, body, **headers):
+  headers = {"X-Token": "s3cret", **headers}
+  return client.post(path, json=body, headers=headers, base_url=BASE)
+
+
+def test_requests_without_or_with_a_wrong_token_are_refused(client):
+  for path in ("/", "/api/state", "/image/0", "/static/app.js"):
+    assert client.get(path, base_url=BASE).status_code == 403
+    assert client.get(path, base_url=BASE, headers={"X-Token": "s3creT"}).status_code == 403
+    assert client.get(path + "?token=wrong", base_url=BASE).status_code == 403
+  assert client.post("/api/label", json={"index": 0, "label": "x"},
+                     base_url=BASE).status_code == 403
+  # The URL's token becomes a cookie; then every request carries it.
+  first = client.get("/?token=s3cret", base_url=BASE)
+  assert first.status_code == 303 and first.headers["Location"] == "/"
+  assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in \
+      first.headers["Set-Cookie"]
+  assert client.get("/api/state", base_url=BASE).status_code == 200
+  assert client.get("/image/0", base_url=BASE).mimetype == "image/jpeg"
+  client.delete_cookie(f"al_jax_token_{PORT}", domain="127.0.0.1")
+
+
+def test_unknown_class_and_bad_bodies_are_refused(client, labeling):
+  index = labeling.state()["batch"][0]["index"]
+  before = labeling.store.all()
+  response = _post(client, "/api/label", {"index": index, "label": "zebra"})
+  assert response.status_code == 400 and "unknown class 'zebra'" in response.json["error"]
+  assert _post(client, "/api/label", {"index": "0", "label": "x"}).status_code == 400
+  assert _post(client, "/api/label", [1, 2]).status_code == 400
+  assert client.post("/api/label", data="index=0&label=Banana+1", base_url=BASE,
+                     headers={"X-Token": "s3cret", "Content-Type":
+                              "application/x-www-form-urlencoded"}).status_code == 415
+  assert labeling.store.all() == before
+
+
+def test_no_path_from_a_request_reaches_the_file_system(client):
+  for path in ("/image/../../../../etc/passwd", "/image/..%2f..%2fsession.py",
+               "/static/../session.py", "/static/..%2fsession.py", "/static/index.html",
+               "/image/-1", "/image/250", "/image/1e3", "/etc/passwd", "/labels.sqlite"):
+    response = client.get(path, base_url=BASE, headers={"X-Token": "s3cret"})
+    assert response.status_code == 404, path
+    assert b"root:" not in response.data and b"import" not in response.data
+
+
+def test_oversized_bodies_are_refused(client, labeling):
+  before = labeling.store.all()
+  big = {"index": 0, "label": "x" * (server.MAX_BODY + 10)}
+  assert _post(client, "/api/label", big).status_code == 413
+  assert labeling.store.all() == before
+
+
+def test_cross_origin_posts_and_foreign_hosts_are_refused(client, labeling):
+  index = labeling.state()["batch"][0]["index"]
+  label = labeling.classes[0]
+  before = labeling.store.all()
+  assert _post(client, "/api/label", {"index": index, "label": label},
+               Origin="http://evil.example").status_code == 403
+  assert _post(client, "/api/label", {"index": index, "label": label},
+               Origin=f"http://127.0.0.1:{PORT + 1}").status_code == 403
+  assert _post(client, "/api/undo", {}, **{"Sec-Fetch-Site": "cross-site"}).status_code == 403
+  assert client.get("/api/state", base_url=f"http://rebound.example:{PORT}",
+                    headers={"X-Token": "s3cret"}).status_code == 403
+  assert labeling.store.all() == before
+  ok = _post(client, "/api/label", {"index": index, "label": label}, Origin=BASE)
+  assert ok.status_code == 200 and labeling.store.all()[index].label == label
+  assert _post(client, "/api/undo", {}, Origin=BASE).json["undone"] == index
+
+
+# --------------------------------------------------------------- real processes
+
+
+def _env(tmp_path):
+  env = dict(os.environ)
+  env.setdefault("AL_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  # Restarts reuse the compiled round step (the tests start the server several times).
+  env["JAX_COMPILATION_CACHE_DIR"] = str(_JAX_CACHE)
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  return env
+
+
+_JAX_CACHE = os.path.join(os.environ.get("AL_JAX_CACHE_DIR") or
+                          os.path.expanduser("~/.cache/al_jax"), "jax_test_cache")
+
+
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _end_servers():
+  """Servers a test started end with it, even when it fails."""
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+class Server:
+  """experiments/label.py as a person starts it; `url` is the line it prints."""
+
+  def __init__(self, workdir, tmp_path, *flags):
+    self.log = open(tmp_path / "server.log", "a")
+    self.proc = subprocess.Popen(
+        [sys.executable, LABEL_PY, f"--images={SAMPLE}", f"--workdir={workdir}",
+         *SMALL_FLAGS, *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
+        text=True, env=_env(tmp_path))
+    _STARTED.append(self.proc)
+    ready, _, _ = select.select([self.proc.stdout], [], [], 180)
+    assert ready, "label.py printed no URL"
+    self.url = self.proc.stdout.readline().strip()
+    assert self.url.startswith("http://127.0.0.1:") and "?token=" in self.url, self.url
+    self.base, self.token = self.url.split("/?token=")
+
+  def api(self, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(self.base + path, data=data, headers={
+        "X-Token": self.token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+      return json.load(response)
+
+  def wait(self, condition, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+      state = self.api("/api/state")
+      if condition(state):
+        return state
+      time.sleep(0.2)
+    raise AssertionError(f"timed out; last state {state}")
+
+  def kill(self, sig=signal.SIGKILL):
+    self.proc.send_signal(sig)
+    self.proc.wait(timeout=60)
+    self.log.close()
+
+
+def _rows(workdir):
+  db = sqlite3.connect(os.path.join(workdir, "labels.sqlite"))
+  rows = db.execute("SELECT pool_index, label, round FROM labels ORDER BY seq").fetchall()
+  db.close()
+  return rows
+
+
+def test_kill_9_mid_batch_and_mid_round_loses_and_repeats_nothing(tmp_path):
+  workdir = str(tmp_path / "work")
+  first = Server(workdir, tmp_path)
+  batch = [b["index"] for b in first.api("/api/state")["batch"]]
+  classes = first.api("/api/state")["classes"]
+  given = {i: classes[k % len(classes)] for k, i in enumerate(batch)}
+  for i in batch[:3]:
+    first.api("/api/label", {"index": i, "label": given[i]})
+  first.kill()  # mid-batch
+  second = Server(workdir, tmp_path)
+  state = second.api("/api/state")
+  assert [b["index"] for b in state["batch"]] == batch  # the same batch
+  assert [b["label"] for b in state["batch"] if b["answered"]] == [given[i] for i in batch[:3]]
+  for i in batch[3:]:
+    second.api("/api/label", {"index": i, "label": given[i]})
+  second.kill()  # at once: mid-round (training or compiling)
+  assert [(i, l) for i, l, _ in _rows(workdir)] == [(i, given[i]) for i in batch]
+  third = Server(workdir, tmp_path)
+  state = third.wait(lambda s: s["round"] == 1 and not s["training"])
+  after = [b["index"] for b in state["batch"]]
+  assert len(after) == SMALL.query_size and not set(after) & set(batch)  # the next one
+  assert state["labeled"] == len(batch) and not any(b["answered"] for b in state["batch"])
+  third.kill(signal.SIGTERM)  # a clean stop exports
+  assert [(i, l) for i, l, _ in _rows(workdir)] == [(i, given[i]) for i in batch]
+  exported = list(csv.DictReader(open(os.path.join(workdir, "labels.csv"))))
+  assert len(exported) == len(batch) and {r["round"] for r in exported} == {"0"}
+
+
+def test_bad_input_is_one_line_from_a_real_process(tmp_path):
+  for flags, message in (
+      (["--images=sample", f"--workdir={tmp_path}"], "error: name at least 2 classes"),
+      ([f"--workdir={tmp_path / 'none'}", "--predict"], "holds no labels.sqlite")):
+    out = subprocess.run([sys.executable, LABEL_PY, *flags], cwd=ROOT, capture_output=True,
+                         text=True, env=_env(tmp_path), timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
+
+
+# ---------------------------------------------------------------------- the browser
+
+
+def _browser():
+  """A headless Chromium from the system packages (never downloaded at run time)."""
+  chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                  "google-chrome"))), None)
+  driver = shutil.which("chromedriver")
+  try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+  except ImportError:
+    webdriver = None
+  if not (chromium and driver and webdriver):
+    message = ("the browser tests need Chromium, chromedriver and selenium: apt-get install "
+               "chromium chromium-driver; pip install -e '.[test]'")
+    if CI:
+      pytest.fail(message)
+    pytest.skip(message)
+  options = webdriver.ChromeOptions()
+  options.binary_location = chromium
+  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+              "--window-size=1400,1000", "--disable-gpu"):
+    options.add_argument(arg)
+  return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+_PAGE = """
+const tiles = [...document.querySelectorAll('#grid .tile')];
+return {round: document.getElementById('round').textContent,
+        training: document.getElementById('status').dataset.training === 'true',
+        batch: tiles.map((t) => Number(t.dataset.index)),
+        answered: Object.fromEntries(tiles.filter((t) => t.dataset.answered === 'true')
+                                     .map((t) => [t.dataset.index, t.dataset.label])),
+        current: tiles.filter((t) => t.classList.contains('current'))
+                      .map((t) => Number(t.dataset.index))[0],
+        settled: window.alLatencies.length};
+"""
+
+
+def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import WebDriverWait
+  workdir = str(tmp_path / "work")
+  paths = data_lib.load_images(os.path.join(SAMPLE, "Training"), image_size=16).paths
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    assert "token" not in browser.current_url  # moved to a cookie
+    wait = WebDriverWait(browser, 180, poll_frequency=0.05)
+    page = lambda: browser.execute_script(_PAGE)
+    wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
+    keys = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#classes button')]"
+        ".map((b) => [b.dataset.label, b.querySelector('kbd').textContent]))")
+    truth = lambda i: paths[i].split("/")[0]
+    assert set(map(truth, range(len(paths)))) == set(keys)
+    body = browser.find_element(By.TAG_NAME, "body")
+
+    def until(condition):
+      """The page's state once `condition(state)` holds."""
+      return wait.until(lambda b: (lambda p: condition(p) and p)(page()))
+
+    def answered(expect):
+      state = until(lambda p: p["settled"] >= expect)
+      return {int(i): l for i, l in state["answered"].items()}
+
+    batches, given, skipped = [], {}, None
+    for round_ in range(2):
+      state = until(lambda p: p["round"] == str(round_ + 1) and not p["training"]
+                    and p["batch"])
+      batches.append(state["batch"])
+      start = state["settled"]
+      if round_ == 0:
+        # A label, then undo: the same image is current again and unanswered.
+        first = state["current"]
+        body.send_keys(keys[truth(first)])
+        assert answered(start + 1) == {first: truth(first)}
+        body.send_keys(Keys.BACKSPACE)
+        until(lambda p: p["answered"] == {} and p["current"] == first)
+        # "Not sure": 0 skips the current image.
+        skipped = first
+        body.send_keys("0")
+        assert answered(start + 2) == {skipped: ""}
+        # A click on an image, then on a class button, labels it.
+        index = state["batch"][-1]
+        browser.find_element(By.CSS_SELECTOR, f'.tile[data-index="{index}"]').click()
+        until(lambda p: p["current"] == index)
+        browser.find_element(By.CSS_SELECTOR,
+                             f'#classes button[data-label="{truth(index)}"]').click()
+        given[index] = truth(index)
+        assert answered(start + 3) == {skipped: "", index: truth(index)}
+      # The rest by keyboard, one key each, as fast as the page takes them.
+      state = page()
+      while len(state["answered"]) < len(state["batch"]):
+        i = state["current"]
+        given[i] = truth(i)
+        body.send_keys(keys[given[i]])
+        state = until(lambda p: p["answered"].get(str(i)) == given[i])
+    state = until(lambda p: p["round"] == "3" and not p["training"])
+    assert batches[1] != batches[0] and not set(batches[1]) & set(batches[0])
+    assert state["batch"] and not set(state["batch"]) & set(batches[0] + batches[1])
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) >= 2
+    browser.find_element(By.ID, "export").click()
+    wait.until(lambda b: "Wrote" in b.find_element(By.ID, "exported").text)
+    browser.execute_script("window.scrollTo(0, 0)")
+    screenshot = os.environ.get("AL_JAX_LABEL_SCREENSHOT") or str(tmp_path / "page.png")
+    browser.save_screenshot(screenshot)
+    latencies = np.array(browser.execute_script("return window.alLatencies"))
+  finally:
+    browser.quit()
+  rows = _rows(workdir)
+  assert len(rows) == len({i for i, _, _ in rows}) == sum(map(len, batches))
+  assert {i: l for i, l, _ in rows} == {**given, skipped: None}
+  assert {r for _, _, r in rows} == {0, 1}
+  assert {i for i, _, r in rows if r == 1} == set(batches[1])
+  exported = list(csv.DictReader(open(os.path.join(workdir, "labels.csv"))))
+  assert [(r["path"], r["label"] or None) for r in exported] == [
+      (paths[i], l) for i, l, _ in rows]
+  assert {r["use"] for r in exported} == {"train", "validation", "skipped"}
+  print(f"\nlabel key press to confirmed label on the page: median "
+        f"{np.median(latencies):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms over "
+        f"{len(latencies)} answers")
+  served.kill(signal.SIGTERM)
+  results = [json.loads(l) for l in open(os.path.join(workdir, "results.jsonl"))]
+  assert [r["round"] for r in results] == [0, 1]
+  predicted = subprocess.run([sys.executable, LABEL_PY, f"--workdir={workdir}", "--predict"],
+                             cwd=ROOT, capture_output=True, text=True, env=_env(tmp_path),
+                             timeout=300)
+  assert predicted.returncode == 0, predicted.stderr[-2000:]
+  predictions = list(csv.DictReader(open(os.path.join(workdir, "predictions.csv"))))
+  unlabeled = len(paths) - len([r for r in rows if r[1] is not None])
+  assert len(predictions) == unlabeled and [int(p["rank"]) for p in predictions][:3] == [1, 2, 3]
+  assert {p["predicted_label"] for p in predictions} <= set(keys)
+  assert all(0 < float(p["probability"]) <= 1 for p in predictions)
