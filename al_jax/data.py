@@ -748,7 +748,8 @@ def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFold
     raise DataError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) under {root}; "
                     "pass the folder that holds them")
   # class_names=() keeps these cache files apart from load_folder's (always >= 2).
-  cache = _folder_cache_path(root, image_size, 0.5, 0, (), files, [], ignored)
+  stamps = {path: _stamp(path) for path in files + ignored}
+  cache = _folder_cache_path(root, image_size, 0.5, 0, (), files, [], ignored, stamps)
   arrays = _read_cache(cache, ("images", "kept", "skipped"))
   if arrays is None:
     logging.info("decoding %d images from %s at %dx%d into the cache %s", len(files), root,
@@ -764,6 +765,7 @@ def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFold
                 for i in sorted(errors)]
     arrays = {"images": images[kept][..., :channels], "kept": kept,
               "skipped": np.array(skipped, dtype=str)}
+    _check_unchanged(root, {p: stamps[p] for p in files})  # as load_folder: before caching
     _write_cache(cache, arrays)
   skipped = [line.split("\t") for line in arrays["skipped"].tolist()]
   if skipped:

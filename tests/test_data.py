@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
