@@ -7,6 +7,14 @@ program, fast on GPU/TPU) or `lax.map` (one after another inside the same progra
 faster on CPU), as `config.vmap_runs` says. Both give the same results and share one
 checkpoint layout, so a job resumes across a change of that flag.
 
+Devices (`devices`, default all): the runs axis is split over the devices and, where
+devices are left over (one run, say), each run's pool chunks and training batches are
+split over the rest (`al_jax.sharding.plan`). Selections equal one device's, ties going
+to the lower pool index. Checkpoints hold the unpadded runs whatever the layout, so a
+job resumes on another device count. With several processes (`jax.distributed`), all
+compute and write their part of each checkpoint; only process 0 writes results and
+figures.
+
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
 itself for a single run, else <metric>/seed_<s>/), summary.json and, when asked,
@@ -30,7 +38,7 @@ from absl import logging
 from jax import lax
 
 from al_jax import data as data_lib
-from al_jax import acquisition, protocols
+from al_jax import acquisition, protocols, sharding
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError
 
@@ -118,11 +126,13 @@ def run_dir(config: Config, workdir: str, metric: str, seed: int) -> str:
   return os.path.join(workdir, metric, f"seed_{seed}")
 
 
-def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
-  """Refuses a workdir that holds a job of another configuration (unless overwrite)."""
+def check_workdir(config: Config, workdir: str, overwrite: bool, write: bool = True) -> None:
+  """Refuses a workdir that holds a job of another configuration (unless overwrite).
+  With several processes, process 0 (`write`) clears and writes; all check."""
   path = os.path.join(workdir, "config.json")
-  if overwrite and os.path.isdir(workdir):
+  if overwrite and write and os.path.isdir(workdir):
     _remove_job(workdir)
+  _sync("al_jax: workdir cleared")
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -133,8 +143,17 @@ def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
       shown = ", ".join(f"{k}={saved.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
       raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown}); "
                         "use another --workdir or pass --overwrite to start afresh")
-  os.makedirs(workdir, exist_ok=True)
-  _write_atomic(path, json.dumps(config.to_dict(), sort_keys=True) + "\n")
+  _sync("al_jax: workdir checked")
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    _write_atomic(path, json.dumps(config.to_dict(), sort_keys=True) + "\n")
+
+
+def _sync(name: str) -> None:
+  """Waits for every process (a no-op with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _remove_job(workdir: str) -> None:
@@ -155,8 +174,12 @@ def use_vmap(vmap_runs: str) -> bool:
 
 
 def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
-  """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R])."""
+  """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R]).
+
+  runs["key"] holds the runs' root keys as key data (uint32 [R, 2]), so that it can be
+  placed on a mesh like any array."""
   def step(carry: dict, data: dict, runs: dict) -> tuple[dict, dict]:
+    runs = {**runs, "key": jax.random.wrap_key_data(runs["key"])}
     one = lambda c, run: protocol.round_step(c, data, run)
     if vmap:
       return jax.vmap(one)(carry, runs)
@@ -164,14 +187,40 @@ def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
   return step
 
 
+def laid_out_round_step(protocol: protocols.Protocol, vmap: bool,
+                        layout: sharding.Layout | None):
+  """`mapped_round_step` on `layout`: each "runs" group maps over its own runs
+  (`shard_map` over "runs" only, "data" left to XLA); metrics come back replicated."""
+  step = mapped_round_step(protocol, vmap)
+  if layout is None or layout.runs_devices == 1:
+    return step
+
+  def group(carry, data, runs):
+    carry, metrics = step(carry, data, runs)
+    return carry, jax.tree.map(lambda x: lax.all_gather(x, sharding.RUNS, tiled=True),
+                               metrics)
+
+  P = jax.sharding.PartitionSpec
+  return jax.shard_map(group, mesh=layout.mesh, axis_names={sharding.RUNS},
+                       in_specs=(P(sharding.RUNS), P(), P(sharding.RUNS)),
+                       out_specs=(P(sharding.RUNS), P()), check_vma=False)
+
+
 class RoundProgram:
   """A protocol and its mapped round step, compiled ahead of time once per argument
   signature (shapes, dtypes, placements), so that compilation is timed apart from the
-  rounds and a resumed job reuses the executable."""
+  rounds and a resumed job reuses the executable. `layout` None: one device."""
 
-  def __init__(self, protocol: protocols.Protocol, vmap: bool):
+  def __init__(self, protocol: protocols.Protocol, vmap: bool,
+               layout: sharding.Layout | None = None):
     self.protocol = protocol
-    self._jitted = jax.jit(mapped_round_step(protocol, vmap), donate_argnums=0)
+    self.layout = layout
+    out_shardings = None
+    if layout is not None:
+      P = jax.sharding.PartitionSpec
+      out_shardings = (layout.sharding(P(sharding.RUNS)), layout.sharding(P()))
+    self._jitted = jax.jit(laid_out_round_step(protocol, vmap, layout), donate_argnums=0,
+                           out_shardings=out_shardings)
     self._executables = {}
 
   @property
@@ -185,17 +234,23 @@ class RoundProgram:
     if signature in self._executables:
       return self._executables[signature], 0.0
     t = time.perf_counter()
-    self._executables[signature] = self._jitted.lower(*args).compile()
+    if self.layout is None:
+      self._executables[signature] = self._jitted.lower(*args).compile()
+    else:
+      with jax.set_mesh(self.layout.mesh):  # the "data" axis seen by the round step
+        self._executables[signature] = self._jitted.lower(*args).compile()
     return self._executables[signature], time.perf_counter() - t
 
 
 @functools.lru_cache(maxsize=8)
 def round_program(config: Config, num_classes: int, image_shape: tuple[int, ...],
-                  num_valid: int, vmap: bool) -> RoundProgram:
+                  num_valid: int, vmap: bool, layout: sharding.Layout | None = None
+                  ) -> RoundProgram:
   """The RoundProgram of `config`. Jobs that differ only in seeds, data folder or run
-  layout flag share it (and its compiled code); call with `static_config(config)`."""
+  layout flag share it (and its compiled code); call with `static_config(config)`.
+  `layout`: the devices (None: one device)."""
   return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid),
-                      vmap)
+                      vmap, layout)
 
 
 def static_config(config: Config) -> Config:
@@ -204,30 +259,46 @@ def static_config(config: Config) -> Config:
 
 
 def _stack(trees: list) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  """Host arrays stacked on a new leading (runs) axis."""
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """x [R, ...] with row 0 repeated up to `rows` rows."""
+  return np.concatenate([x] + [x[:1]] * (rows - len(x)))
 
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,
         data: PreparedData | None = None, plot: bool = False,
-        keep_checkpoints: int = 3) -> Runs:
+        keep_checkpoints: int = 3, devices: int = 0) -> Runs:
   """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
   `data` reuses an already loaded data set; `keep_checkpoints` rounds of checkpoints are
-  kept (0: all). Writes the workdir described above.
+  kept (0: all); `devices`: how many of `jax.devices()` to use (0: all). Writes the
+  workdir described above (process 0 only, when there are several).
   """
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
-  check_workdir(config, workdir, overwrite)
+  writer = jax.process_index() == 0
+  check_workdir(config, workdir, overwrite, write=writer)
+  runs = config.runs
+  layout = sharding.plan(len(runs), devices)
+  logging.info("%d run(s) on %s", len(runs), layout.describe())
   program = round_program(static_config(config), len(data.class_names),
                           tuple(data.pool["images"].shape[1:]), data.num_pool,
-                          use_vmap(config.vmap_runs))
+                          use_vmap(config.vmap_runs),
+                          layout if layout.num_devices > 1 else None)
   protocol = program.protocol
-  runs = config.runs
+  P = jax.sharding.PartitionSpec
   first_carry = {seed: protocol.initial_carry(seed, data.pool) for seed in config.seeds}
-  carry = _stack([first_carry[seed] for _, seed in runs])
-  run_inputs = {"key": jnp.stack([jax.random.key(seed) for _, seed in runs]),
-                "metric": jnp.array([config.metrics.index(m) for m, _ in runs], jnp.int32)}
-  step_data = {"pool": data.pool, "test": data.test}
+  carry = layout.place(_stack([first_carry[seed] for _, seed in runs]),
+                       layout.saved_runs_sharding().spec)
+  keys = np.stack([jax.random.key_data(jax.random.key(seed)) for _, seed in runs])
+  metric_indices = np.array([config.metrics.index(m) for m, _ in runs], np.int32)
+  run_inputs = layout.place({"key": _pad_rows(keys, layout.padded_runs),
+                             "metric": _pad_rows(metric_indices, layout.padded_runs)},
+                            P(sharding.RUNS))
+  step_data = layout.place({"pool": data.pool, "test": data.test}, P())
 
   initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
              for seed, c in first_carry.items()}
@@ -235,6 +306,7 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
                               max_to_keep=keep_checkpoints or None)
   try:
     carry, results, start = checkpointer.resume(carry, [[] for _ in runs])
+    carry = layout.pad_runs(carry)
     step, compile_s = program.executable(carry, step_data, run_inputs)
     if compile_s:
       logging.info("compiled the round step of %d run(s) in %.1fs", len(runs), compile_s)
@@ -243,7 +315,7 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
       t = time.perf_counter()
       carry, round_metrics = jax.block_until_ready(step(carry, step_data, run_inputs))
       seconds = time.perf_counter() - t
-      values = jax.tree.map(np.asarray, round_metrics)
+      values = jax.tree.map(lambda x: sharding.local_value(x)[:len(runs)], round_metrics)
       _check_finite(values["train_loss"], runs, r)
       for i, (metric, seed) in enumerate(runs):
         record = _record(config, data, r, metric, seed, seconds / len(runs),
@@ -251,13 +323,17 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
         if r == 0:
           record["initial_labeled"] = initial[seed]
         results[i].append(record)
-      checkpointer.save(r + 1, carry, {"next_round": r + 1, "results": results})
+      checkpointer.save(r + 1, layout.unpad_runs(carry),
+                        {"next_round": r + 1, "results": results})
       for (metric, seed), records in zip(runs, results):
-        write_results(run_dir(config, workdir, metric, seed), records)
+        if writer:
+          write_results(run_dir(config, workdir, metric, seed), records)
       _log_round(config, r, values, seconds, started, start)
   finally:
     checkpointer.close()
   by_run = dict(zip(runs, results))
+  if not writer:
+    return by_run
   _write_atomic(os.path.join(workdir, "summary.json"),
                 json.dumps(summarize(by_run), indent=1) + "\n")
   if plot:

@@ -4,7 +4,10 @@ The pool is streamed through the model in fixed-size chunks; each image is score
 the metric with its own key (`fold_in(key, pool_index)`, so random scores do not
 depend on the chunk size or the device count), and a running top-k over the chunks
 keeps memory independent of the pool size. Already-labeled images are masked out with
--inf; ties are broken towards the lower pool index.
+-inf; ties are broken towards the lower pool index. Under a mesh with a "data" axis
+(`jax.set_mesh`), every chunk is split over that axis (`training.split_over_data_axis`):
+each device scores its part of the chunk and the small top-k merge is replicated, so
+the scores and the tie rule are those of one device.
 """
 
 from collections.abc import Callable
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from al_jax import metrics
-from al_jax.training import TrainState
+from al_jax.training import TrainState, split_over_data_axis
 
 
 def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
@@ -41,8 +44,9 @@ def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
   num_chunks = images.shape[0] // chunk_size
   chunks = images.reshape(num_chunks, chunk_size, *images.shape[1:])
   starts = jnp.arange(num_chunks) * chunk_size
-  scores = lax.map(lambda c: score_images(state, c[0], c[1] + jnp.arange(chunk_size),
-                                          metric_index, key), (chunks, starts))
+  scores = lax.map(lambda c: score_images(state, split_over_data_axis(c[0]),
+                                          c[1] + jnp.arange(chunk_size), metric_index, key),
+                   (chunks, starts))
   return scores.reshape(-1)
 
 
@@ -107,7 +111,7 @@ def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Ar
 
   def body(i, best):
     start = i * chunk_size
-    chunk = lax.dynamic_slice_in_dim(images, start, chunk_size)
+    chunk = split_over_data_axis(lax.dynamic_slice_in_dim(images, start, chunk_size))
     mask = lax.dynamic_slice_in_dim(available, start, chunk_size)
     indices = offset + start + jnp.arange(chunk_size, dtype=jnp.int32)
     return merge_chunk(best, score_chunk(chunk, indices), mask, indices)

@@ -8,22 +8,119 @@ single device up to float rounding. Training: `fit` with `batch_sharding` splits
 batch over the devices and lets XLA's SPMD partitioner insert the gradient and batch-norm
 all-reduces (data parallelism, same maths as one device).
 
+The round loop's layout (`Layout`, used by `al_jax.experiment`): a 2-D mesh
+("runs", "data"). The stacked runs of a job are split over "runs" (each device group
+runs its runs as one device would, `shard_map` over "runs" only), and within a group
+the pool chunks and training batches are split over "data" (`jax.set_mesh` plus
+`training.split_over_data_axis`, partitioned by XLA). Ties in a selection go to the
+lower pool index on every layout, as on one device.
+
 Several hosts (a TPU pod, a multi-GPU cluster): call `jax.distributed.initialize()` at
 start on every host; `jax.devices()` then lists all devices of all hosts and the same
 mesh code runs unchanged, each host feeding its addressable shard of the pool.
 """
 
+import dataclasses
 import functools
+import math
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from al_jax import scoring
-from al_jax.training import TrainState
+from al_jax.config import ConfigError
+from al_jax.training import DATA_AXIS, TrainState
 
-AXIS = "data"
+AXIS = DATA_AXIS
+RUNS = "runs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where a job's stacked runs go: `mesh` ("runs" x "data") and the runs axis padded
+  to `padded_runs` (a multiple of the "runs" size; the padding repeats run 0 and is
+  never reported or saved)."""
+  mesh: Mesh
+  num_runs: int
+  padded_runs: int
+
+  @property
+  def runs_devices(self) -> int:
+    return self.mesh.shape[RUNS]
+
+  @property
+  def data_devices(self) -> int:
+    return self.mesh.shape[AXIS]
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+  def describe(self) -> str:
+    """E.g. "8 devices (cpu): 4 runs x 2 data-parallel"."""
+    return (f"{self.num_devices} device(s) ({self.mesh.devices.flat[0].platform}, "
+            f"{jax.process_count()} process(es)): runs split {self.runs_devices} ways, "
+            f"pool chunks and batches {self.data_devices} ways")
+
+  def sharding(self, spec: P) -> NamedSharding:
+    return NamedSharding(self.mesh, spec)
+
+  def saved_runs_sharding(self) -> NamedSharding:
+    """The runs' carry as checkpointed (unpadded): split over "runs" when it divides."""
+    return self.sharding(P(RUNS) if self.num_runs % self.runs_devices == 0 else P())
+
+  def place(self, tree: Any, spec: P) -> Any:
+    """Host arrays (the same on every process) -> global arrays laid out as `spec`."""
+    return jax.tree.map(lambda x: put(np.asarray(x), self.sharding(spec)), tree)
+
+  def pad_runs(self, tree: Any) -> Any:
+    """Global arrays [R, ...] -> [padded_runs, ...] split over "runs"."""
+    extra = self.padded_runs - self.num_runs
+    pad = lambda x: jnp.concatenate([x] + [x[:1]] * extra) if extra else x
+    return jax.jit(lambda t: jax.tree.map(pad, t),
+                   out_shardings=self.sharding(P(RUNS)))(tree)
+
+  def unpad_runs(self, tree: Any) -> Any:
+    """The first num_runs of global arrays [padded_runs, ...] (to save them)."""
+    if self.padded_runs == self.num_runs:
+      return tree
+    return jax.jit(lambda t: jax.tree.map(lambda x: x[:self.num_runs], t),
+                   out_shardings=self.saved_runs_sharding())(tree)
+
+
+def plan(num_runs: int, devices: int = 0) -> Layout:
+  """The layout of `num_runs` runs on the first `devices` devices (0: all).
+
+  Runs first: min(runs, devices) groups over "runs" (the runs padded to a multiple),
+  the devices left in each group over "data"; one run gets every device on "data".
+  Devices beyond groups x (devices // groups) stay idle (e.g. 3 runs on 8 devices use 6).
+  """
+  available = jax.devices()
+  devices = devices or len(available)
+  if devices > len(available):
+    raise ConfigError(f"--devices={devices} but only {len(available)} device(s) are visible; "
+                     "lower --devices (0 uses all)")
+  groups = min(num_runs, devices)
+  per_group = devices // groups
+  grid = np.array(available[:groups * per_group]).reshape(groups, per_group)
+  return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, math.ceil(num_runs / groups) * groups)
+
+
+def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array, the same on every process, as a global array of `sharding` (each
+  process copies only the parts its own devices hold)."""
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def local_value(x: jax.Array) -> np.ndarray:
+  """A fully replicated global array's value on this process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(x.addressable_data(0))
 
 
 def data_mesh(devices=None) -> Mesh:

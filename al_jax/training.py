@@ -19,6 +19,19 @@ from jax import lax
 
 
 Batch = dict[str, jax.Array]
+DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
+
+
+def split_over_data_axis(tree: Any) -> Any:
+  """Constrains every array [B, ...] of `tree` to be split along B over the "data" axis
+  of the mesh set with `jax.set_mesh` (data parallelism; XLA inserts the all-reduces).
+  Unchanged when no mesh is set or it has no such axis of size > 1, so one device runs
+  exactly the program it ran before."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if (mesh.empty or mesh.shape.get(DATA_AXIS, 1) == 1
+      or DATA_AXIS not in mesh.auto_axes):
+    return tree
+  return jax.lax.with_sharding_constraint(tree, jax.sharding.PartitionSpec(DATA_AXIS))
 
 
 class TrainState(struct.PyTreeNode):
@@ -112,7 +125,9 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
   the compiled loop serves every labeled-set size. `batch_sharding` (see
-  al_jax.sharding) splits every batch over devices for data-parallel training. Returns
+  al_jax.sharding) splits every batch over devices for data-parallel training; without
+  it, batches follow the "data" axis of the current mesh, if any
+  (`split_over_data_axis`). Returns
   the state and the mean train loss / accuracy over the last epoch.
   """
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
@@ -131,6 +146,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       batch = {"image": images[idx], "label": labels[idx]}
       if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      else:
+        batch = split_over_data_axis(batch)
       state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
       return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])
 

@@ -72,6 +72,9 @@ flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
                   "one after another in the same program (false). auto = vmap on GPU/TPU, "
                   "not on CPU, where XLA runs the stacked convolutions slower "
                   "(docs/BENCHMARKS.md). Results are the same; a job resumes across it.")
+flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
+                     "are split over them, the devices left over split each run's pool "
+                     "scoring and training batches; selections equal one device's.")
 
 
 def _quiet(record) -> bool:
@@ -108,8 +111,10 @@ def main(argv):
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")
+  if FLAGS.devices < 0:
+    raise config_lib.ConfigError("--devices must be >= 0 (0 uses all)")
   runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot,
-                        keep_checkpoints=FLAGS.keep_checkpoints)
+                        keep_checkpoints=FLAGS.keep_checkpoints, devices=FLAGS.devices)
   for metric, s in experiment.summarize(runs).items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])
