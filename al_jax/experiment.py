@@ -242,13 +242,17 @@ class RoundProgram:
     return self._executables[signature], time.perf_counter() - t
 
 
-@functools.lru_cache(maxsize=8)
 def round_program(config: Config, num_classes: int, image_shape: tuple[int, ...],
                   num_valid: int, vmap: bool, layout: sharding.Layout | None = None
                   ) -> RoundProgram:
   """The RoundProgram of `config`. Jobs that differ only in seeds, data folder or run
   layout flag share it (and its compiled code); call with `static_config(config)`.
   `layout`: the devices (None: one device)."""
+  return _round_program(config, num_classes, image_shape, num_valid, vmap, layout)
+
+
+@functools.lru_cache(maxsize=8)
+def _round_program(config, num_classes, image_shape, num_valid, vmap, layout):
   return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid),
                       vmap, layout)
 

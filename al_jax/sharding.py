@@ -23,6 +23,7 @@ mesh code runs unchanged, each host feeding its addressable shard of the pool.
 import dataclasses
 import functools
 import math
+import os
 from typing import Any
 
 import jax
@@ -108,6 +109,40 @@ def plan(num_runs: int, devices: int = 0) -> Layout:
   per_group = devices // groups
   grid = np.array(available[:groups * per_group]).reshape(groups, per_group)
   return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, math.ceil(num_runs / groups) * groups)
+
+
+# Process count and id when no flag gives them (the coordinator's address is read by JAX
+# itself from JAX_COORDINATOR_ADDRESS); Slurm, Open MPI, Kubernetes and Cloud TPU set
+# their own variables, which `jax.distributed.initialize` detects.
+NUM_PROCESSES_ENV, PROCESS_ID_ENV = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+
+
+def cluster_requested(coordinator_address: str | None = None,
+                      num_processes: int | None = None) -> bool:
+  """Whether this process is one of several: flags, JAX_* variables, or a Slurm or
+  Open MPI job of more than one task. (A Cloud TPU pod: pass --distributed=true.)"""
+  env = os.environ
+  return bool(coordinator_address or (num_processes or 1) > 1
+              or env.get("JAX_COORDINATOR_ADDRESS")
+              or int(env.get(NUM_PROCESSES_ENV, "1")) > 1
+              or ("SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1)
+              or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           heartbeat_timeout_s: int = 100) -> None:
+  """`jax.distributed.initialize` from the arguments, else the environment; on CPU with
+  the gloo collectives. Call before any JAX computation, on every process."""
+  env = os.environ
+  if num_processes is None and NUM_PROCESSES_ENV in env:
+    num_processes = int(env[NUM_PROCESSES_ENV])
+  if process_id is None and PROCESS_ID_ENV in env:
+    process_id = int(env[PROCESS_ID_ENV])
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                             heartbeat_timeout_seconds=heartbeat_timeout_s)
 
 
 def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:

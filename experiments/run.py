@@ -18,7 +18,7 @@ import al_jax
 from al_jax import acquisition, specs
 from al_jax import config as config_lib
 from al_jax import data as data_lib
-from al_jax import experiment, metrics
+from al_jax import experiment, metrics, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}.")
@@ -75,6 +75,18 @@ flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
 flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
                      "are split over them, the devices left over split each run's pool "
                      "scoring and training batches; selections equal one device's.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "true", "false"],
+                  "One job over several processes (jax.distributed): true, false, or auto = "
+                  "when --coordinator_address/--num_processes, JAX_COORDINATOR_ADDRESS / "
+                  "JAX_NUM_PROCESSES, or a Slurm / Open MPI job of several tasks say so.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (default "
+                    "$JAX_COORDINATOR_ADDRESS or the cluster's).")
+flags.DEFINE_integer("num_processes", None, "Processes in the job (default "
+                     "$JAX_NUM_PROCESSES or the cluster's).")
+flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1 (default "
+                     "$JAX_PROCESS_ID or the cluster's).")
+flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without news from a process before "
+                     "the others stop the job.")
 
 
 def _quiet(record) -> bool:
@@ -87,6 +99,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet)
   if len(argv) > 1:
     raise config_lib.ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+  if FLAGS.distributed == "true" or (FLAGS.distributed == "auto" and sharding.cluster_requested(
+      FLAGS.coordinator_address, FLAGS.num_processes)):
+    sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, FLAGS.heartbeat_timeout)
   metric_names = (metrics.NAMES if FLAGS.metric == "all"
                   else tuple(m.strip() for m in FLAGS.metric.split(",")))
   if FLAGS.seeds <= 0:
