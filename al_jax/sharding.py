@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -143,6 +144,11 @@ def initialize_distributed(coordinator_address: str | None = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address, num_processes, process_id,
                              heartbeat_timeout_seconds=heartbeat_timeout_s)
+  logging.info("process %d of %d, %d of %d devices here; if a process dies the others "
+               "stop within %ds (JAX: 'stopped sending heartbeats'): start them all again "
+               "with the same flags to resume from the last complete checkpoint",
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), heartbeat_timeout_s)
 
 
 def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:

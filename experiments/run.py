@@ -12,6 +12,7 @@ Started again with the same flags and workdir, a run continues where it stopped.
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 
 import al_jax
@@ -131,6 +132,8 @@ def main(argv):
     raise config_lib.ConfigError("--devices must be >= 0 (0 uses all)")
   runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot,
                         keep_checkpoints=FLAGS.keep_checkpoints, devices=FLAGS.devices)
+  if jax.process_index() != 0:
+    return
   for metric, s in experiment.summarize(runs).items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])

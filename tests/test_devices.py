@@ -5,10 +5,13 @@ Forced CPU devices are fixed when JAX starts, so every check runs in a subproces
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -38,20 +41,79 @@ def _assert_same(a, b, atol=1e-5):
       np.testing.assert_allclose(x[key], y[key], atol=atol, err_msg=key)
 
 
-def test_run_py_on_8_devices_selects_what_one_device_selects(tmp_path):
+def _run_py(workdir, devices, *extra, **popen):
+  """run.py on TINY with `devices` forced CPU devices (a Popen when popen is given)."""
+  args = [sys.executable, RUN_PY, *TINY, "--metric=entropy", "--seed=0", *extra,
+          f"--workdir={workdir}"]
+  if popen:
+    return subprocess.Popen(args, env={**_env(devices), **popen.pop("env", {})}, cwd=ROOT,
+                            **popen)
+  out = subprocess.run(args, capture_output=True, text=True, env=_env(devices), cwd=ROOT,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """TINY on one device: (results, stderr)."""
+  workdir = tmp_path_factory.mktemp("one_device")
+  out = _run_py(workdir, 1)
+  return _results(workdir), out.stderr
+
+
+def test_run_py_on_8_devices_selects_what_one_device_selects(tmp_path, one_device):
   """One run: run.py's default spreads its pool scoring and training over all 8 devices,
-  says so, and selects what --devices=1 selects."""
-  flags = [sys.executable, RUN_PY, *TINY, "--metric=entropy", "--seed=0"]
-  outs = {}
-  for name, extra in (("one", ["--devices=1"]), ("all", [])):
-    outs[name] = subprocess.run([*flags, *extra, f"--workdir={tmp_path / name}"],
-                                capture_output=True, text=True, env=_env(8), cwd=ROOT,
-                                timeout=300)
-    assert outs[name].returncode == 0, outs[name].stderr[-3000:]
-  assert "1 run(s) on 1 device(s)" in outs["one"].stderr
+  says so, and selects what one device selects."""
+  out = _run_py(tmp_path, 8)
+  assert "1 run(s) on 1 device(s)" in one_device[1]
   assert "1 run(s) on 8 device(s) (cpu, 1 process(es)): runs split 1 ways, pool chunks " \
-         "and batches 8 ways" in outs["all"].stderr
-  _assert_same(_results(tmp_path / "one"), _results(tmp_path / "all"))
+         "and batches 8 ways" in out.stderr
+  _assert_same(one_device[0], _results(tmp_path))
+
+
+def _two_processes(workdir, port, cache):
+  """run.py as processes 0 and 1 of one job on 127.0.0.1, 4 forced CPU devices each."""
+  return [_run_py(workdir, 4, f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout=5",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                  env={"JAX_COMPILATION_CACHE_DIR": str(cache)})
+          for i in range(2)]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_and_resume_after_kill_9(tmp_path, one_device):
+  """The same flags on 2 processes x 4 devices (JAX's distributed runtime, gloo
+  collectives): kill -9 of process 1 after round 1 stops process 0 with JAX's error
+  naming the dead task; both started again resume and end as one device does."""
+  workdir, cache = tmp_path / "job", tmp_path / "compiled"
+  procs = _two_processes(workdir, _free_port(), cache)
+  finished_step = workdir / "checkpoints" / "1"  # Orbax renames a step when complete
+  deadline = time.time() + 400
+  while not finished_step.exists() and time.time() < deadline and procs[1].poll() is None:
+    time.sleep(0.01)
+  procs[1].kill()
+  try:
+    _, err = procs[0].communicate(timeout=120)
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  done = len(_results(workdir))
+  assert procs[0].returncode != 0 and 1 <= done < 3, (done, err[-3000:])
+  assert "process 0 of 2, 4 of 8 devices here" in err
+  assert "stopped sending heartbeats" in err and "another task died" in err, err[-3000:]
+  procs = _two_processes(workdir, _free_port(), cache)
+  errs = [p.communicate(timeout=400)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+  assert f"resuming {workdir / 'checkpoints'} from round {done}" in errs[0]
+  assert "1 run(s) on 8 device(s) (cpu, 2 process(es))" in errs[1]
+  _assert_same(one_device[0], _results(workdir))
 
 
 def test_runs_spread_over_devices_and_resumed_on_another_count(tmp_path):
