@@ -147,6 +147,16 @@ def entry(argv):
   except (config_lib.ConfigError, data_lib.DataError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    # A collective failed, most likely because another process died. (When no collective
+    # notices, JAX's heartbeat stops this process instead: "stopped sending heartbeats".)
+    print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: "
+          f"{str(error).splitlines()[0][:300]}; if another process died, start every "
+          "process again with the same flags to resume from the last complete checkpoint",
+          file=sys.stderr, flush=True)
+    os._exit(3)  # not sys.exit: a clean JAX shutdown would wait for the dead process
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ def test_two_processes_equal_one_and_resume_after_kill_9(tmp_path, one_device):
   done = len(_results(workdir))
   assert procs[0].returncode != 0 and 1 <= done < 3, (done, err[-3000:])
   assert "process 0 of 2, 4 of 8 devices here" in err
-  assert "stopped sending heartbeats" in err and "another task died" in err, err[-3000:]
+  # JAX's heartbeat names the dead task, or a failed collective gets run.py's one line.
+  assert ("stopped sending heartbeats" in err and "another task died" in err) or (
+      "error: process 0 of 2 stopped" in err and "start every process again" in err), \
+      err[-3000:]
   procs = _two_processes(workdir, _free_port(), cache)
   errs = [p.communicate(timeout=400)[1] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], errs[0][-3000:] + errs[1][-3000:]
