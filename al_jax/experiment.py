@@ -8,9 +8,9 @@ faster on CPU), as `config.vmap_runs` says. Both give the same results and share
 checkpoint layout, so a job resumes across a change of that flag.
 
 Devices (`devices`, default all): the runs axis is split over the devices and, where
-devices are left over (one run, say), each run's pool chunks and training batches are
-split over the rest (`al_jax.sharding.plan`). Selections equal one device's, ties going
-to the lower pool index. Checkpoints hold the unpadded runs whatever the layout, so a
+devices are left over (one run, say), each run's pool scoring (and, when asked, its
+training batches) is split over the rest (`al_jax.sharding.plan`). Selections equal one
+device's, ties going to the lower pool index. Checkpoints hold the unpadded runs whatever the layout, so a
 job resumes on another device count. With several processes (`jax.distributed`), all
 compute and write their part of each checkpoint; only process 0 writes results and
 figures.
@@ -38,7 +38,7 @@ from absl import logging
 from jax import lax
 
 from al_jax import data as data_lib
-from al_jax import acquisition, protocols, sharding
+from al_jax import acquisition, protocols, sharding, training
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError
 
@@ -237,7 +237,9 @@ class RoundProgram:
     if self.layout is None:
       self._executables[signature] = self._jitted.lower(*args).compile()
     else:
-      with jax.set_mesh(self.layout.mesh):  # the "data" axis seen by the round step
+      # The "data" axis seen by the round step, and whether fit splits batches over it.
+      with jax.set_mesh(self.layout.mesh), training.data_parallel_training(
+          self.layout.split_training):
         self._executables[signature] = self._jitted.lower(*args).compile()
     return self._executables[signature], time.perf_counter() - t
 
@@ -274,19 +276,22 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,
         data: PreparedData | None = None, plot: bool = False,
-        keep_checkpoints: int = 3, devices: int = 0) -> Runs:
+        keep_checkpoints: int = 3, devices: int = 0,
+        data_parallel_training: bool = False) -> Runs:
   """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
   `data` reuses an already loaded data set; `keep_checkpoints` rounds of checkpoints are
-  kept (0: all); `devices`: how many of `jax.devices()` to use (0: all). Writes the
-  workdir described above (process 0 only, when there are several).
+  kept (0: all); `devices`: how many of `jax.devices()` to use (0: all);
+  `data_parallel_training`: split training batches over the devices of a run too
+  (`sharding.plan`). Writes the workdir described above (process 0 only, when there
+  are several).
   """
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
   writer = jax.process_index() == 0
   check_workdir(config, workdir, overwrite, write=writer)
   runs = config.runs
-  layout = sharding.plan(len(runs), devices)
+  layout = sharding.plan(len(runs), devices, data_parallel_training)
   logging.info("%d run(s) on %s", len(runs), layout.describe())
   program = round_program(static_config(config), len(data.class_names),
                           tuple(data.pool["images"].shape[1:]), data.num_pool,

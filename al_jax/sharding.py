@@ -11,9 +11,10 @@ all-reduces (data parallelism, same maths as one device).
 The round loop's layout (`Layout`, used by `al_jax.experiment`): a 2-D mesh
 ("runs", "data"). The stacked runs of a job are split over "runs" (each device group
 runs its runs as one device would, `shard_map` over "runs" only), and within a group
-the pool chunks and training batches are split over "data" (`jax.set_mesh` plus
-`training.split_over_data_axis`, partitioned by XLA). Ties in a selection go to the
-lower pool index on every layout, as on one device.
+the pool chunks are split over "data" when scoring (`jax.set_mesh` plus
+`training.split_over_data_axis`, partitioned by XLA), and the training batches too when
+asked (`training.data_parallel_training`). Ties in a selection go to the lower pool
+index on every layout, as on one device.
 
 Several hosts (a TPU pod, a multi-GPU cluster): call `jax.distributed.initialize()` at
 start on every host; `jax.devices()` then lists all devices of all hosts and the same
@@ -49,6 +50,7 @@ class Layout:
   mesh: Mesh
   num_runs: int
   padded_runs: int
+  split_training: bool = False  # batches over "data" too (`training.data_parallel_training`)
 
   @property
   def runs_devices(self) -> int:
@@ -64,9 +66,11 @@ class Layout:
 
   def describe(self) -> str:
     """E.g. "8 devices (cpu): 4 runs x 2 data-parallel"."""
+    training = (f"training batches {self.data_devices} ways" if self.split_training
+                else "training replicated")
     return (f"{self.num_devices} device(s) ({self.mesh.devices.flat[0].platform}, "
             f"{jax.process_count()} process(es)): runs split {self.runs_devices} ways, "
-            f"pool chunks and batches {self.data_devices} ways")
+            f"pool chunks {self.data_devices} ways, {training}")
 
   def sharding(self, spec: P) -> NamedSharding:
     return NamedSharding(self.mesh, spec)
@@ -76,8 +80,15 @@ class Layout:
     return self.sharding(P(RUNS) if self.num_runs % self.runs_devices == 0 else P())
 
   def place(self, tree: Any, spec: P) -> Any:
-    """Host arrays (the same on every process) -> global arrays laid out as `spec`."""
-    return jax.tree.map(lambda x: put(np.asarray(x), self.sharding(spec)), tree)
+    """Host arrays (the same on every process) -> global arrays laid out as `spec`;
+    arrays already laid out so are kept (no second copy of the pool on one device)."""
+    target = self.sharding(spec)
+
+    def place_one(x):
+      if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
+        return x
+      return put(np.asarray(x), target)
+    return jax.tree.map(place_one, tree)
 
   def pad_runs(self, tree: Any) -> Any:
     """Global arrays [R, ...] -> [padded_runs, ...] split over "runs"."""
@@ -94,12 +105,14 @@ class Layout:
                    out_shardings=self.saved_runs_sharding())(tree)
 
 
-def plan(num_runs: int, devices: int = 0) -> Layout:
+def plan(num_runs: int, devices: int = 0, split_training: bool = False) -> Layout:
   """The layout of `num_runs` runs on the first `devices` devices (0: all).
 
   Runs first: min(runs, devices) groups over "runs" (the runs padded to a multiple),
   the devices left in each group over "data"; one run gets every device on "data".
   Devices beyond groups x (devices // groups) stay idle (e.g. 3 runs on 8 devices use 6).
+  "data" splits the pool chunks when scoring (exactly one device's scores) and, with
+  `split_training`, the training batches too (equal to float rounding only).
   """
   available = jax.devices()
   devices = devices or len(available)
@@ -109,7 +122,8 @@ def plan(num_runs: int, devices: int = 0) -> Layout:
   groups = min(num_runs, devices)
   per_group = devices // groups
   grid = np.array(available[:groups * per_group]).reshape(groups, per_group)
-  return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, math.ceil(num_runs / groups) * groups)
+  return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, math.ceil(num_runs / groups) * groups,
+                split_training and per_group > 1)
 
 
 # Process count and id when no flag gives them (the coordinator's address is read by JAX

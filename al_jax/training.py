@@ -8,6 +8,8 @@ first) and fills every batch from it, wrapping around at the end, so batches are
 always full and hold only labeled images (no padding reaches batch norm).
 """
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +22,21 @@ from jax import lax
 
 Batch = dict[str, jax.Array]
 DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
+_SPLIT_BATCHES = contextvars.ContextVar("al_jax_split_batches", default=False)
+
+
+@contextlib.contextmanager
+def data_parallel_training(enabled: bool = True):
+  """While tracing within it, `fit` splits every training batch over the "data" axis of
+  the current mesh (`split_over_data_axis`). Same maths as one device, but the gradient
+  and batch-norm sums run in another order, so the trained weights agree with one
+  device's to float rounding only (and later selections can drift); outside it `fit`
+  computes exactly what one device computes."""
+  token = _SPLIT_BATCHES.set(enabled)
+  try:
+    yield
+  finally:
+    _SPLIT_BATCHES.reset(token)
 
 
 def split_over_data_axis(tree: Any) -> Any:
@@ -125,9 +142,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
   the compiled loop serves every labeled-set size. `batch_sharding` (see
-  al_jax.sharding) splits every batch over devices for data-parallel training; without
-  it, batches follow the "data" axis of the current mesh, if any
-  (`split_over_data_axis`). Returns
+  al_jax.sharding) splits every batch over devices for data-parallel training, as does
+  tracing within `data_parallel_training()` under a mesh with a "data" axis. Returns
   the state and the mean train loss / accuracy over the last epoch.
   """
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
@@ -146,7 +162,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       batch = {"image": images[idx], "label": labels[idx]}
       if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      else:
+      elif _SPLIT_BATCHES.get():
         batch = split_over_data_axis(batch)
       state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
       return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])

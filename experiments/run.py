@@ -75,7 +75,10 @@ flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
                   "(docs/BENCHMARKS.md). Results are the same; a job resumes across it.")
 flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
                      "are split over them, the devices left over split each run's pool "
-                     "scoring and training batches; selections equal one device's.")
+                     "scoring; results equal one device's.")
+flags.DEFINE_bool("data_parallel_training", False, "Split each run's training batches over "
+                  "its devices too: faster, but the weights equal one device's only to float "
+                  "rounding, so later selections can differ.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "true", "false"],
                   "One job over several processes (jax.distributed): true, false, or auto = "
                   "when --coordinator_address/--num_processes, JAX_COORDINATOR_ADDRESS / "
@@ -131,7 +134,8 @@ def main(argv):
   if FLAGS.devices < 0:
     raise config_lib.ConfigError("--devices must be >= 0 (0 uses all)")
   runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot,
-                        keep_checkpoints=FLAGS.keep_checkpoints, devices=FLAGS.devices)
+                        keep_checkpoints=FLAGS.keep_checkpoints, devices=FLAGS.devices,
+                        data_parallel_training=FLAGS.data_parallel_training)
   if jax.process_index() != 0:
     return
   for metric, s in experiment.summarize(runs).items():

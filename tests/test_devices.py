@@ -32,8 +32,9 @@ def _results(workdir):
 
 
 def _assert_same(a, b, atol=1e-5):
-  """Same selections; metrics equal up to float rounding (data-parallel sums differ in
-  order)."""
+  """Same selections; metrics to `atol`: a process started with more forced CPU devices
+  gets other XLA:CPU threading and so other float rounding, even on one device (the
+  helper below checks that, within one process, the layouts add no rounding at all)."""
   assert len(a) == len(b)
   for x, y in zip(a, b):
     assert x["selected"] == y["selected"] and x["num_labeled"] == y["num_labeled"]
@@ -68,7 +69,7 @@ def test_run_py_on_8_devices_selects_what_one_device_selects(tmp_path, one_devic
   out = _run_py(tmp_path, 8)
   assert "1 run(s) on 1 device(s)" in one_device[1]
   assert "1 run(s) on 8 device(s) (cpu, 1 process(es)): runs split 1 ways, pool chunks " \
-         "and batches 8 ways" in out.stderr
+         "8 ways, training replicated" in out.stderr
   _assert_same(one_device[0], _results(tmp_path))
 
 
@@ -121,13 +122,14 @@ def test_two_processes_equal_one_and_resume_after_kill_9(tmp_path, one_device):
 
 def test_runs_spread_over_devices_and_resumed_on_another_count(tmp_path):
   """4 runs: on 3 devices (runs axis padded to 6), interrupted after round 1, resumed
-  on all 8 (4 runs x 2 data-parallel, the gradient all-reduce really there): the same
-  as one device."""
+  on all 8 (4 groups of 2 devices): exactly one device's results. With the training
+  batches split too, the gradient all-reduce is there and metrics agree to rounding."""
   out = subprocess.run([sys.executable, os.path.join(HERE, "helpers", "devices_check.py"),
                         str(tmp_path)], capture_output=True, text=True, env=_env(8),
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  assert result["devices"] == 8 and result["layout"] == [4, 2] and result["all_reduce"]
-  assert result["resumed_on_8"]["same_selected"], result
-  assert result["resumed_on_8"]["max_metric_diff"] < 1e-5, result
+  assert result["devices"] == 8 and result["layout"] == [4, 2]
+  assert result["resumed_on_8"] == {"same_selected": True, "max_metric_diff": 0.0}, result
+  assert result["split_all_reduce"] and result["split_round_0"]["same_selected"], result
+  assert result["split_round_0"]["max_metric_diff"] < 1e-4, result
