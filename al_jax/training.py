@@ -39,14 +39,20 @@ def data_parallel_training(enabled: bool = True):
     _SPLIT_BATCHES.reset(token)
 
 
+def data_ways() -> int:
+  """Devices on the "data" axis of the mesh set with `jax.set_mesh` (1: none)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.auto_axes:
+    return 1
+  return mesh.shape[DATA_AXIS]
+
+
 def split_over_data_axis(tree: Any) -> Any:
   """Constrains every array [B, ...] of `tree` to be split along B over the "data" axis
   of the mesh set with `jax.set_mesh` (data parallelism; XLA inserts the all-reduces).
-  Unchanged when no mesh is set or it has no such axis of size > 1, so one device runs
+  Unchanged when there is no such axis of more than one device, so one device runs
   exactly the program it ran before."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if (mesh.empty or mesh.shape.get(DATA_AXIS, 1) == 1
-      or DATA_AXIS not in mesh.auto_axes):
+  if data_ways() == 1:
     return tree
   return jax.lax.with_sharding_constraint(tree, jax.sharding.PartitionSpec(DATA_AXIS))
 
