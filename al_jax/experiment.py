@@ -9,6 +9,14 @@ checkpoint layout, so a job resumes across a change of that flag. `RoundLoop` ho
 the loop's parts, so that one round can also be stepped from outside with new labels
 (`al_jax.labeling`, a person in the loop).
 
+Devices (`devices`, default all): the runs axis is split over the devices and, where
+devices are left over (one run, say), each run's pool scoring (and, when asked, its
+training batches) is split over the rest (`al_jax.sharding.plan`). Selections equal one
+device's, ties going to the lower pool index. Checkpoints hold the unpadded runs whatever the layout, so a
+job resumes on another device count. With several processes (`jax.distributed`), all
+compute and write their part of each checkpoint; only process 0 writes results and
+figures.
+
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
 itself for a single run, else <metric>/seed_<s>/), summary.json and, when asked,
@@ -32,7 +40,7 @@ from absl import logging
 from jax import lax
 
 from al_jax import data as data_lib
-from al_jax import acquisition, protocols
+from al_jax import acquisition, protocols, sharding, training
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError
 
@@ -120,11 +128,13 @@ def run_dir(config: Config, workdir: str, metric: str, seed: int) -> str:
   return os.path.join(workdir, metric, f"seed_{seed}")
 
 
-def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
-  """Refuses a workdir that holds a job of another configuration (unless overwrite)."""
+def check_workdir(config: Config, workdir: str, overwrite: bool, write: bool = True) -> None:
+  """Refuses a workdir that holds a job of another configuration (unless overwrite).
+  With several processes, process 0 (`write`) clears and writes; all check."""
   path = os.path.join(workdir, "config.json")
-  if overwrite and os.path.isdir(workdir):
+  if overwrite and write and os.path.isdir(workdir):
     _remove_job(workdir)
+  _sync("al_jax: workdir cleared")
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -135,8 +145,17 @@ def check_workdir(config: Config, workdir: str, overwrite: bool) -> None:
       shown = ", ".join(f"{k}={saved.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
       raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown}); "
                         "use another --workdir or pass --overwrite to start afresh")
-  os.makedirs(workdir, exist_ok=True)
-  _write_atomic(path, json.dumps(config.to_dict(), sort_keys=True) + "\n")
+  _sync("al_jax: workdir checked")
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    _write_atomic(path, json.dumps(config.to_dict(), sort_keys=True) + "\n")
+
+
+def _sync(name: str) -> None:
+  """Waits for every process (a no-op with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _remove_job(workdir: str) -> None:
@@ -157,8 +176,12 @@ def use_vmap(vmap_runs: str) -> bool:
 
 
 def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
-  """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R])."""
+  """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R]).
+
+  runs["key"] holds the runs' root keys as key data (uint32 [R, 2]), so that it can be
+  placed on a mesh like any array."""
   def step(carry: dict, data: dict, runs: dict) -> tuple[dict, dict]:
+    runs = {**runs, "key": jax.random.wrap_key_data(runs["key"])}
     one = lambda c, run: protocol.round_step(c, data, run)
     if vmap:
       return jax.vmap(one)(carry, runs)
@@ -166,14 +189,40 @@ def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
   return step
 
 
+def laid_out_round_step(protocol: protocols.Protocol, vmap: bool,
+                        layout: sharding.Layout | None):
+  """`mapped_round_step` on `layout`: each "runs" group maps over its own runs
+  (`shard_map` over "runs" only, "data" left to XLA); metrics come back replicated."""
+  step = mapped_round_step(protocol, vmap)
+  if layout is None or layout.runs_devices == 1:
+    return step
+
+  def group(carry, data, runs):
+    carry, metrics = step(carry, data, runs)
+    return carry, jax.tree.map(lambda x: lax.all_gather(x, sharding.RUNS, tiled=True),
+                               metrics)
+
+  P = jax.sharding.PartitionSpec
+  return jax.shard_map(group, mesh=layout.mesh, axis_names={sharding.RUNS},
+                       in_specs=(P(sharding.RUNS), P(), P(sharding.RUNS)),
+                       out_specs=(P(sharding.RUNS), P()), check_vma=False)
+
+
 class RoundProgram:
   """A protocol and its mapped round step, compiled ahead of time once per argument
   signature (shapes, dtypes, placements), so that compilation is timed apart from the
-  rounds and a resumed job reuses the executable."""
+  rounds and a resumed job reuses the executable. `layout` None: one device."""
 
-  def __init__(self, protocol: protocols.Protocol, vmap: bool):
+  def __init__(self, protocol: protocols.Protocol, vmap: bool,
+               layout: sharding.Layout | None = None):
     self.protocol = protocol
-    self._jitted = jax.jit(mapped_round_step(protocol, vmap), donate_argnums=0)
+    self.layout = layout
+    out_shardings = None
+    if layout is not None:
+      P = jax.sharding.PartitionSpec
+      out_shardings = (layout.sharding(P(sharding.RUNS)), layout.sharding(P()))
+    self._jitted = jax.jit(laid_out_round_step(protocol, vmap, layout), donate_argnums=0,
+                           out_shardings=out_shardings)
     self._executables = {}
 
   @property
@@ -187,17 +236,29 @@ class RoundProgram:
     if signature in self._executables:
       return self._executables[signature], 0.0
     t = time.perf_counter()
-    self._executables[signature] = self._jitted.lower(*args).compile()
+    if self.layout is None:
+      self._executables[signature] = self._jitted.lower(*args).compile()
+    else:
+      # The "data" axis seen by the round step, and whether fit splits batches over it.
+      with jax.set_mesh(self.layout.mesh), training.data_parallel_training(
+          self.layout.split_training):
+        self._executables[signature] = self._jitted.lower(*args).compile()
     return self._executables[signature], time.perf_counter() - t
 
 
-@functools.lru_cache(maxsize=8)
 def round_program(config: Config, num_classes: int, image_shape: tuple[int, ...],
-                  num_valid: int, vmap: bool) -> RoundProgram:
+                  num_valid: int, vmap: bool, layout: sharding.Layout | None = None
+                  ) -> RoundProgram:
   """The RoundProgram of `config`. Jobs that differ only in seeds, data folder or run
-  layout flag share it (and its compiled code); call with `static_config(config)`."""
+  layout flag share it (and its compiled code); call with `static_config(config)`.
+  `layout`: the devices (None: one device)."""
+  return _round_program(config, num_classes, image_shape, num_valid, vmap, layout)
+
+
+@functools.lru_cache(maxsize=8)
+def _round_program(config, num_classes, image_shape, num_valid, vmap, layout):
   return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid),
-                      vmap)
+                      vmap, layout)
 
 
 def static_config(config: Config) -> Config:
@@ -206,7 +267,13 @@ def static_config(config: Config) -> Config:
 
 
 def _stack(trees: list) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  """Host arrays stacked on a new leading (runs) axis."""
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """x [R, ...] with row 0 repeated up to `rows` rows."""
+  return np.concatenate([x] + [x[:1]] * (rows - len(x)))
 
 
 class RoundLoop:
@@ -221,22 +288,29 @@ class RoundLoop:
   """
 
   def __init__(self, config: Config, data: PreparedData, workdir: str, *,
-               keep_checkpoints: int = 3):
+               keep_checkpoints: int = 3, devices: int = 0,
+               data_parallel_training: bool = False):
     self.config = config
+    self.runs = runs = config.runs
+    self.layout = layout = sharding.plan(len(runs), devices, data_parallel_training)
+    logging.info("%d run(s) on %s", len(runs), layout.describe())
     self.program = round_program(static_config(config), len(data.class_names),
                                  tuple(data.pool["images"].shape[1:]), data.num_pool,
-                                 use_vmap(config.vmap_runs))
+                                 use_vmap(config.vmap_runs),
+                                 layout if layout.num_devices > 1 else None)
     self.protocol = self.program.protocol
-    self.runs = config.runs
     first_carry = {seed: self.protocol.initial_carry(seed, data.pool) for seed in config.seeds}
     self.initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
                     for seed, c in first_carry.items()}
-    self.carry = _stack([first_carry[seed] for _, seed in self.runs])
-    self.run_inputs = {
-        "key": jnp.stack([jax.random.key(seed) for _, seed in self.runs]),
-        "metric": jnp.array([config.metrics.index(m) for m, _ in self.runs], jnp.int32)}
+    self.carry = layout.pad_runs(layout.place(_stack([first_carry[seed] for _, seed in runs]),
+                                              layout.saved_runs_sharding().spec))
+    keys = np.stack([jax.random.key_data(jax.random.key(seed)) for _, seed in runs])
+    metric_indices = np.array([config.metrics.index(m) for m, _ in runs], np.int32)
+    self.run_inputs = layout.place({"key": _pad_rows(keys, layout.padded_runs),
+                                    "metric": _pad_rows(metric_indices, layout.padded_runs)},
+                                   jax.sharding.PartitionSpec(sharding.RUNS))
     self.step_data = {"pool": data.pool, "test": data.test}
-    self.results: list[list[dict]] = [[] for _ in self.runs]
+    self.results: list[list[dict]] = [[] for _ in runs]
     self.next_round = 0
     self._step = None
     self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -244,14 +318,23 @@ class RoundLoop:
 
   def resume(self) -> int:
     """Restores the newest readable checkpoint, if any; returns the next round."""
-    self.carry, self.results, self.next_round = self.checkpointer.resume(self.carry,
-                                                                         self.results)
+    carry, self.results, self.next_round = self.checkpointer.resume(
+        self.layout.unpad_runs(self.carry), self.results)
+    self.carry = self.layout.pad_runs(carry)
     return self.next_round
+
+  def _placed(self) -> tuple[dict, dict]:
+    """carry and step_data laid out on the mesh (arrays already there are kept, so a
+    carry or labels set from outside need no care about devices)."""
+    P = jax.sharding.PartitionSpec
+    return (self.layout.place(self.carry, P(sharding.RUNS)),
+            self.layout.place(self.step_data, P()))
 
   def compile(self) -> Any:
     """The compiled step, compiled (or found) once for the arguments' signature; later
     steps reuse it, so new arrays in `carry` or `step_data` must keep their shapes."""
     if self._step is None:
+      self.carry, self.step_data = self._placed()
       self._step, compile_s = self.program.executable(self.carry, self.step_data,
                                                       self.run_inputs)
       if compile_s:
@@ -264,11 +347,12 @@ class RoundLoop:
 
     The carry advances; the results and `next_round` only in `save`."""
     step = self.compile()
+    self.carry, self.step_data = self._placed()
     t = time.perf_counter()
     self.carry, round_metrics = jax.block_until_ready(
         step(self.carry, self.step_data, self.run_inputs))
     seconds = time.perf_counter() - t
-    values = jax.tree.map(np.asarray, round_metrics)
+    values = jax.tree.map(lambda x: sharding.local_value(x)[:len(self.runs)], round_metrics)
     _check_finite(values["train_loss"], self.runs, self.next_round)
     return values, seconds
 
@@ -278,7 +362,7 @@ class RoundLoop:
     for i, record in enumerate(records):
       self.results[i].append(record)
     self.next_round += 1
-    self.checkpointer.save(self.next_round, self.carry,
+    self.checkpointer.save(self.next_round, self.layout.unpad_runs(self.carry),
                            {"next_round": self.next_round, "results": self.results})
     if wait:
       self.checkpointer.manager.wait_until_finished()
@@ -289,16 +373,22 @@ class RoundLoop:
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,
         data: PreparedData | None = None, plot: bool = False,
-        keep_checkpoints: int = 3) -> Runs:
+        keep_checkpoints: int = 3, devices: int = 0,
+        data_parallel_training: bool = False) -> Runs:
   """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
   `data` reuses an already loaded data set; `keep_checkpoints` rounds of checkpoints are
-  kept (0: all). Writes the workdir described above.
+  kept (0: all); `devices`: how many of `jax.devices()` to use (0: all);
+  `data_parallel_training`: split training batches over the devices of a run too
+  (`sharding.plan`). Writes the workdir described above (process 0 only, when there
+  are several).
   """
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
-  check_workdir(config, workdir, overwrite)
-  loop = RoundLoop(config, data, workdir, keep_checkpoints=keep_checkpoints)
+  writer = jax.process_index() == 0
+  check_workdir(config, workdir, overwrite, write=writer)
+  loop = RoundLoop(config, data, workdir, keep_checkpoints=keep_checkpoints, devices=devices,
+                   data_parallel_training=data_parallel_training)
   runs = loop.runs
   try:
     start = loop.resume()
@@ -315,11 +405,14 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
         records.append(record)
       loop.save(records)
       for (metric, seed), run_records in zip(runs, loop.results):
-        write_results(run_dir(config, workdir, metric, seed), run_records)
+        if writer:
+          write_results(run_dir(config, workdir, metric, seed), run_records)
       _log_round(config, r, values, seconds, started, start)
   finally:
     loop.close()
   by_run = dict(zip(runs, loop.results))
+  if not writer:
+    return by_run
   _write_atomic(os.path.join(workdir, "summary.json"),
                 json.dumps(summarize(by_run), indent=1) + "\n")
   if plot:

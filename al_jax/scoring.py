@@ -4,7 +4,12 @@ The pool is streamed through the model in fixed-size chunks; each image is score
 the metric with its own key (`fold_in(key, pool_index)`, so random scores do not
 depend on the chunk size or the device count), and a running top-k over the chunks
 keeps memory independent of the pool size. Already-labeled images are masked out with
--inf; ties are broken towards the lower pool index.
+-inf; ties are broken towards the lower pool index. Under a mesh with a "data" axis of
+D devices (`jax.set_mesh`), the chunks go D at a time, one whole chunk per device
+(`training.split_over_data_axis`), and the small top-k merge is replicated; the chunks
+left over (fewer than D) are scored whole on every device. Each device thus scores
+chunks of the same size as one device does, so the scores, the selection and its tie
+rule are exactly one device's.
 """
 
 from collections.abc import Callable
@@ -14,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from al_jax import batch_acquisition, metrics
-from al_jax.training import TrainState
+from al_jax.training import TrainState, data_ways, split_over_data_axis
 
 
 def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
@@ -50,8 +55,18 @@ def map_pool(fn: Callable, images: jax.Array, *, chunk_size: int):
 def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
                 key: jax.Array, *, chunk_size: int) -> jax.Array:
   """Scores the whole pool.  images: [N, H, W, C] with N % chunk_size == 0 -> [N]."""
-  return map_pool(lambda chunk, indices: score_images(state, chunk, indices, metric_index, key),
-                  images, chunk_size=chunk_size)
+  num_chunks = images.shape[0] // chunk_size
+  ways = data_ways() if num_chunks % data_ways() == 0 else 1  # else whole on each device
+  slabs = images.reshape(num_chunks // ways, ways, chunk_size, *images.shape[1:])
+  starts = (jnp.arange(num_chunks) * chunk_size).reshape(-1, ways)
+
+  def slab_scores(slab):  # [ways, B, ...]: one chunk per device
+    chunks, chunk_starts = split_over_data_axis(slab)
+    score = lambda c, s: score_images(state, c, s + jnp.arange(chunk_size), metric_index,
+                                      key)
+    return jax.vmap(score)(chunks, chunk_starts)
+
+  return lax.map(slab_scores, (slabs, starts)).reshape(-1)
 
 
 def select_top_k(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
@@ -112,6 +127,19 @@ def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Ar
   int32), best first; if fewer than k images are available the tail has score -inf.
   """
   num_chunks = images.shape[0] // chunk_size
+  ways = data_ways()
+  num_slabs = num_chunks // ways if ways > 1 else 0
+
+  def slab(i, best):  # `ways` chunks at once, one whole chunk per device
+    start = i * ways * chunk_size
+    chunks = lax.dynamic_slice_in_dim(images, start, ways * chunk_size)
+    indices = offset + start + jnp.arange(ways * chunk_size, dtype=jnp.int32)
+    chunks, chunk_indices = split_over_data_axis(
+        (chunks.reshape(ways, chunk_size, *images.shape[1:]),
+         indices.reshape(ways, chunk_size)))
+    scores = jax.vmap(score_chunk)(chunks, chunk_indices).reshape(-1)
+    mask = lax.dynamic_slice_in_dim(available, start, ways * chunk_size)
+    return merge_chunk(best, scores, mask, indices)  # in pool order: ties as one device
 
   def body(i, best):
     start = i * chunk_size
@@ -120,7 +148,8 @@ def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Ar
     indices = offset + start + jnp.arange(chunk_size, dtype=jnp.int32)
     return merge_chunk(best, score_chunk(chunk, indices), mask, indices)
 
-  return lax.fori_loop(0, num_chunks, body, empty_top_k(k))
+  best = lax.fori_loop(0, num_slabs, slab, empty_top_k(k)) if num_slabs else empty_top_k(k)
+  return lax.fori_loop(num_slabs * ways, num_chunks, body, best)
 
 
 def query_top_k(state: TrainState, images: jax.Array, available: jax.Array,

@@ -8,6 +8,8 @@ first) and fills every batch from it, wrapping around at the end, so batches are
 always full and hold only labeled images (no padding reaches batch norm).
 """
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +21,40 @@ from jax import lax
 
 
 Batch = dict[str, jax.Array]
+DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
+_SPLIT_BATCHES = contextvars.ContextVar("al_jax_split_batches", default=False)
+
+
+@contextlib.contextmanager
+def data_parallel_training(enabled: bool = True):
+  """While tracing within it, `fit` splits every training batch over the "data" axis of
+  the current mesh (`split_over_data_axis`). Same maths as one device, but the gradient
+  and batch-norm sums run in another order, so the trained weights agree with one
+  device's to float rounding only (and later selections can drift); outside it `fit`
+  computes exactly what one device computes."""
+  token = _SPLIT_BATCHES.set(enabled)
+  try:
+    yield
+  finally:
+    _SPLIT_BATCHES.reset(token)
+
+
+def data_ways() -> int:
+  """Devices on the "data" axis of the mesh set with `jax.set_mesh` (1: none)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.auto_axes:
+    return 1
+  return mesh.shape[DATA_AXIS]
+
+
+def split_over_data_axis(tree: Any) -> Any:
+  """Constrains every array [B, ...] of `tree` to be split along B over the "data" axis
+  of the mesh set with `jax.set_mesh` (data parallelism; XLA inserts the all-reduces).
+  Unchanged when there is no such axis of more than one device, so one device runs
+  exactly the program it ran before."""
+  if data_ways() == 1:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, jax.sharding.PartitionSpec(DATA_AXIS))
 
 
 class TrainState(struct.PyTreeNode):
@@ -138,7 +174,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
   the compiled loop serves every labeled-set size. `batch_sharding` (see
-  al_jax.sharding) splits every batch over devices for data-parallel training. Returns
+  al_jax.sharding) splits every batch over devices for data-parallel training, as does
+  tracing within `data_parallel_training()` under a mesh with a "data" axis. Returns
   the state and the mean train loss / accuracy over the last epoch. An ensemble trains
   its members together, vmapped, member m with key fold_in(key, m) (its own batch
   order and dropout); the metrics are the members' means.
@@ -166,6 +203,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       batch = {"image": images[idx], "label": labels[idx]}
       if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      elif _SPLIT_BATCHES.get():
+        batch = split_over_data_axis(batch)
       state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
       return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])
 

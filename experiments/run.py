@@ -12,13 +12,14 @@ Started again with the same flags and workdir, a run continues where it stopped.
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 
 import al_jax
 from al_jax import acquisition, specs
 from al_jax import config as config_lib
 from al_jax import data as data_lib
-from al_jax import experiment, metrics
+from al_jax import experiment, metrics, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}, or "
@@ -88,6 +89,24 @@ flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
                   "one after another in the same program (false). auto = vmap on GPU/TPU, "
                   "not on CPU, where XLA runs the stacked convolutions slower "
                   "(docs/BENCHMARKS.md). Results are the same; a job resumes across it.")
+flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
+                     "are split over them, the devices left over split each run's pool "
+                     "scoring; results equal one device's.")
+flags.DEFINE_bool("data_parallel_training", False, "Split each run's training batches over "
+                  "its devices too: faster, but the weights equal one device's only to float "
+                  "rounding, so later selections can differ.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "true", "false"],
+                  "One job over several processes (jax.distributed): true, false, or auto = "
+                  "when --coordinator_address/--num_processes, JAX_COORDINATOR_ADDRESS / "
+                  "JAX_NUM_PROCESSES, or a Slurm / Open MPI job of several tasks say so.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (default "
+                    "$JAX_COORDINATOR_ADDRESS or the cluster's).")
+flags.DEFINE_integer("num_processes", None, "Processes in the job (default "
+                     "$JAX_NUM_PROCESSES or the cluster's).")
+flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1 (default "
+                     "$JAX_PROCESS_ID or the cluster's).")
+flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without news from a process before "
+                     "the others stop the job.")
 
 
 def _quiet(record) -> bool:
@@ -100,6 +119,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet)
   if len(argv) > 1:
     raise config_lib.ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+  if FLAGS.distributed == "true" or (FLAGS.distributed == "auto" and sharding.cluster_requested(
+      FLAGS.coordinator_address, FLAGS.num_processes)):
+    sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, FLAGS.heartbeat_timeout)
   metric_names = (metrics.NAMES if FLAGS.metric == "all"
                   else tuple(m.strip() for m in FLAGS.metric.split(",")))
   if FLAGS.seeds <= 0:
@@ -126,8 +149,13 @@ def main(argv):
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset.replace(':', '_')}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")
+  if FLAGS.devices < 0:
+    raise config_lib.ConfigError("--devices must be >= 0 (0 uses all)")
   runs = experiment.run(config, workdir, overwrite=FLAGS.overwrite, plot=FLAGS.plot,
-                        keep_checkpoints=FLAGS.keep_checkpoints)
+                        keep_checkpoints=FLAGS.keep_checkpoints, devices=FLAGS.devices,
+                        data_parallel_training=FLAGS.data_parallel_training)
+  if jax.process_index() != 0:
+    return
   for metric, s in experiment.summarize(runs).items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])
@@ -141,6 +169,16 @@ def entry(argv):
   except (config_lib.ConfigError, data_lib.DataError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    # A collective failed, most likely because another process died. (When no collective
+    # notices, JAX's heartbeat stops this process instead: "stopped sending heartbeats".)
+    print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: "
+          f"{str(error).splitlines()[0][:300]}; if another process died, start every "
+          "process again with the same flags to resume from the last complete checkpoint",
+          file=sys.stderr, flush=True)
+    os._exit(3)  # not sys.exit: a clean JAX shutdown would wait for the dead process
 
 
 if __name__ == "__main__":
