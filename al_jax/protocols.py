@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from al_jax import acquisition, models, scoring, specs, training
+from al_jax import acquisition, cold_start, models, scoring, specs, training
 from al_jax.config import Config
 
 STOP_SET_SIZE = 2000  # pool images whose predictions pool_changed compares, at most
@@ -128,6 +128,12 @@ class PoolProtocol(Protocol):
   """Algorithm 1: train on the labeled set, evaluate, query k more (not after the last)."""
 
   def _initial_mask(self, seed_key, pool):
+    if self.config.initial_selection is not None:
+      mask = np.zeros(np.shape(pool["valid"]), bool)
+      mask[np.asarray(cold_start.select_initial(
+          pool["images"], pool["valid"], self.config.initial_size,
+          stream_key(seed_key, INITIAL_SET, 0), kind=self.config.initial_selection))] = True
+      return mask
     return initial_labeled(np.asarray(pool["labels"]), np.asarray(pool["valid"]),
                            self.config.initial_size, seed_key,
                            self.config.class_balanced_init)
