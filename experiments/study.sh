@@ -4,9 +4,11 @@
 #
 #   nohup nice -n 5 experiments/study.sh DATA_DIR runs/study > runs/study.log 2>&1 &
 #   python experiments/study_report.py --runs=runs/study --out=docs
+#   experiments/study.sh DATA_DIR runs/study mnist_coldstart_kmeans ...   (only these jobs)
 #
 # Each job is one run.py workdir: started again, the script skips finished jobs (those
-# with summary.json) and resumes an interrupted one from its last round. Every
+# with summary.json) and jobs another copy of the script is running (a lock file), and
+# resumes an interrupted one from its last round. Every
 # round's records land in results.jsonl as they finish, so the report works on a
 # study that is still running. The jobs run in two lanes at once (LANES=1: one after
 # another), most important first. SCALE selects the grid:
@@ -16,11 +18,13 @@
 set -euo pipefail
 DATA=${1:?data folder (holding mnist/ and fashion_mnist/)}
 OUT=${2:-runs/study}
+shift $(( $# < 2 ? $# : 2 ))
+ONLY=" $* "  # job names to run (default: all)
 SCALE=${SCALE:-small}
 LANES=${LANES:-2}
-case "$SCALE" in
-  small) GRID="--pool_size=5000 --budget=120" ;;
-  full) GRID="--budget=300" ;;
+case "$SCALE" in  # SHORT: the budget of the cold-start and model comparisons
+  small) GRID="--pool_size=5000 --budget=120"; SHORT="--pool_size=5000 --budget=40" ;;
+  full) GRID="--budget=300"; SHORT="--budget=100" ;;
   *) echo "error: SCALE must be small or full, got '$SCALE'" >&2; exit 2 ;;
 esac
 RUN="python experiments/run.py --seeds=3 --data_dir=$DATA --vmap_runs=false"
@@ -30,13 +34,19 @@ PROTOCOL="--protocol=pool --class_balanced --initial_size=20 --query_size=10 --m
 
 job() {  # job NAME FLAGS...: one workdir, skipped when finished
   local name=$1; shift
-  local workdir="$OUT/$SCALE/$name"
+  local workdir="$OUT/$SCALE/$name" status=0
+  if [[ "$ONLY" != "  " && "$ONLY" != *" $name "* ]]; then return; fi
   if [[ -f "$workdir/summary.json" ]]; then echo "$name: finished, skipped"; return; fi
   mkdir -p "$workdir"
   local command="$RUN $PROTOCOL $* --workdir=$workdir"
   echo "$command" > "$workdir/command.txt"
   echo "$(date -u +%H:%M:%S) $name: $command"
-  $command || echo "$(date -u +%H:%M:%S) $name: failed (exit $?)"
+  flock -n -E 75 "$workdir/.lock" $command || status=$?
+  case $status in
+    0) ;;
+    75) echo "$name: running in another copy of this script, skipped" ;;
+    *) echo "$(date -u +%H:%M:%S) $name: failed (exit $status)" ;;
+  esac
 }
 
 lane_a() {
@@ -47,6 +57,11 @@ lane_a() {
 lane_b() {
   job mnist_ensemble --dataset=mnist --metric=bald --ensemble_size=3
   job mnist_cnn_random --dataset=mnist --metric=random --model=mnist_cnn
+  # Cold start: the first 20 labels chosen from the pool's pixels, against random ones
+  # (neither class-balanced: a cold start knows no labels).
+  job mnist_coldstart_kmeans --dataset=mnist --metric=random --noclass_balanced --initial_selection=kmeans $SHORT
+  job mnist_coldstart_kmeans_pp --dataset=mnist --metric=random --noclass_balanced --initial_selection=kmeans_pp $SHORT
+  job mnist_coldstart_random --dataset=mnist --metric=random --noclass_balanced $SHORT
   job fashion_core --dataset=fashion_mnist --metric=random,entropy,bald,badge
 }
 
