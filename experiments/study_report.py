@@ -97,7 +97,6 @@ def _status_lines(jobs: dict) -> list[str]:
 
 
 def _reach_table(runs: dict[str, list[list[dict]]]) -> list[str]:
-  budget = max(r[-1]["num_labeled"] for v in runs.values() for r in v)
   lines = ["| strategy | " + " | ".join(f"labels to {t:.0%}" for t in TARGETS) + " |",
            "|---" * (len(TARGETS) + 1) + "|"]
   for label, seed_runs in runs.items():
@@ -108,16 +107,16 @@ def _reach_table(runs: dict[str, list[list[dict]]]) -> list[str]:
       if len(reached) == len(hits):
         cells.append(f"{mean_std(reached, 1)} (all {len(hits)} seeds)")
       elif reached:
-        cells.append(f"{len(reached)}/{len(hits)} seeds reach it ({mean_std(reached, 1)}); "
-                     f"not the others within {r_end(seed_runs)}")
+        cells.append(f"{len(reached)}/{len(hits)} seeds within {r_end(seed_runs)} labels "
+                     f"({mean_std(reached, 1)})")
       else:
         cells.append(f"not reached within {r_end(seed_runs)} labels")
     lines.append(f"| {label} (n={len(seed_runs)}) | " + " | ".join(cells) + " |")
-  del budget
   return lines
 
 
 def r_end(seed_runs: list[list[dict]]) -> int:
+  """Labels at the last round the runs finished."""
   return seed_runs[0][-1]["num_labeled"]
 
 
