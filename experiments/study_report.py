@@ -9,6 +9,7 @@ job is cut to the rounds that all its runs have finished, and the section says h
 far each job got. Every number is read from a results.jsonl; nothing is typed in.
 """
 
+import dataclasses
 import json
 import os
 
@@ -27,7 +28,9 @@ START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
 JOBS = [("mnist_core", "MNIST, main strategies"), ("mnist_rest", "MNIST, the other strategies"),
         ("mnist_ensemble", "MNIST, deep ensemble"),
         ("mnist_cnn_random", "MNIST, random with the paper's mnist_cnn"),
-        ("mnist_coldstart", "MNIST, cold start"),
+        ("mnist_coldstart_kmeans", "MNIST, cold start: k-means"),
+        ("mnist_coldstart_kmeans_pp", "MNIST, cold start: k-means++ seeds"),
+        ("mnist_coldstart_random", "MNIST, cold start: random initial set"),
         ("fashion_core", "Fashion-MNIST")]
 TARGETS = (0.90, 0.95)
 FIXED_LABELS = (20, 50, 100, 200, 300)
@@ -76,8 +79,8 @@ def load_job(workdir: str) -> tuple[dict, dict[str, list[list[dict]]], str]:
     suffix.append(f"ensemble of {config['ensemble_size']}")
   if config.get("model") not in (None, "pooled_cnn"):
     suffix.append(config["model"])
-  if config.get("initial_selection", "random") != "random":
-    suffix.append(f"{config['initial_selection']} start")
+  if config.get("initial_selection") or not config.get("class_balanced_init", True):
+    suffix.append(f"{config.get('initial_selection') or 'random'} initial set")
   label = lambda m: f"{m} ({', '.join(suffix)})" if suffix else m
   return config, {label(m): [r[:length] for r in seed_runs] for m, seed_runs in runs.items()
                   if length}, command
@@ -118,6 +121,25 @@ def _reach_table(runs: dict[str, list[list[dict]]]) -> list[str]:
 def r_end(seed_runs: list[list[dict]]) -> int:
   """Labels at the last round the runs finished."""
   return seed_runs[0][-1]["num_labeled"]
+
+
+def _classes_table(runs: dict[str, list[list[dict]]], pool_labels: np.ndarray) -> list[str]:
+  """Distinct classes among each run's initial labels (results.jsonl's initial_labeled
+  indexes the job's pool; pool_labels: [N])."""
+  lines = ["| initial set | classes among the first labels, per seed |", "|---|---|"]
+  for label, seed_runs in runs.items():
+    counts = [len(set(pool_labels[r[0]["initial_labeled"]].tolist())) for r in seed_runs]
+    lines.append(f"| {label} | {', '.join(map(str, counts))} of {len(set(pool_labels))} |")
+  return lines
+
+
+def _pool_labels(config: dict) -> np.ndarray:
+  """The labels of a job's pool, rebuilt from its config.json as run.py built it."""
+  from al_jax import config as config_lib, experiment
+  fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+  job = config_lib.Config(**{k: v for k, v in config.items() if k in fields})
+  data = experiment.prepare_data(job)
+  return np.asarray(data.pool["labels"])[:data.num_pool]
 
 
 def _fixed_table(runs: dict[str, list[list[dict]]]) -> list[str]:
@@ -205,7 +227,7 @@ def build(runs_dir: str, scale: str, out: str) -> str:
   parts.append("Commands:\n\n```\n" + "\n".join(c for _, _, c in jobs.values() if c) + "\n```\n")
   by_dataset: dict[str, dict] = {}
   for name, (config, runs, _) in jobs.items():
-    if name == "mnist_coldstart":
+    if name.startswith("mnist_coldstart"):
       continue
     by_dataset.setdefault(config["dataset"], {}).update(runs)
   for dataset, runs in by_dataset.items():
@@ -231,10 +253,17 @@ def build(runs_dir: str, scale: str, out: str) -> str:
     parts.append(_changed_vs_gain(mnist) + "\n")
     _figure_changed(mnist, os.path.join(figures, "pool_changed.png"))
     parts.append(f"![pool_changed per round](figures/study_{scale}/pool_changed.png)\n")
-  if "mnist_coldstart" in jobs:
-    _, cold, _ = jobs["mnist_coldstart"]
-    parts.append("### Cold start: the first 20 labels\n")
+  cold = {k: v for name, (_, runs, _) in jobs.items() if name.startswith("mnist_coldstart")
+          for k, v in runs.items()}
+  if cold:
+    parts.append("### Cold start: the first 20 labels without labels\n")
+    parts.append("The initial 20 labels chosen from the pool's pixels (`--initial_selection`: "
+                 "k-means++ seeds, or the images nearest 10 Lloyd steps' k-means centres) "
+                 "against a random initial set; none is class-balanced, then random "
+                 "queries of 10 per round. Test accuracy:\n")
     parts.append("\n".join(_fixed_table(cold)) + "\n")
+    first = next(v[0] for name, v in jobs.items() if name.startswith("mnist_coldstart"))
+    parts.append("\n".join(_classes_table(cold, _pool_labels(first))) + "\n")
   return "\n".join(parts)
 
 
