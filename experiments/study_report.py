@@ -82,6 +82,8 @@ def load_job(workdir: str) -> tuple[dict, dict[str, list[list[dict]]], str]:
   if config.get("initial_selection") or not config.get("class_balanced_init", True):
     suffix.append(f"{config.get('initial_selection') or 'random'} initial set")
   label = lambda m: f"{m} ({', '.join(suffix)})" if suffix else m
+  order = {m: i for i, m in enumerate(config["metrics"])}
+  runs = dict(sorted(runs.items(), key=lambda kv: order.get(kv[0], len(order))))
   return config, {label(m): [r[:length] for r in seed_runs] for m, seed_runs in runs.items()
                   if length}, command
 
@@ -158,24 +160,30 @@ def _fixed_table(runs: dict[str, list[list[dict]]]) -> list[str]:
   return lines
 
 
+def _stop_cell(seed_runs: list[list[dict]], threshold: float) -> str:
+  stops = [(r, stop_index(r, threshold)) for r in seed_runs]
+  hit = [(r, i) for r, i in stops if i is not None]
+  if not hit:
+    return f"0/{len(stops)} stop"
+  at = [r[i]["num_labeled"] for r, i in hit]
+  saved = [r[-1]["num_labeled"] - r[i]["num_labeled"] for r, i in hit]
+  lost = [r[-1]["test_accuracy"] - r[i]["test_accuracy"] for r, i in hit]
+  return (f"{len(hit)}/{len(stops)} stop at {np.mean(at):.0f} labels, save "
+          f"{np.mean(saved):.0f}, give up {np.mean(lost):+.3f}")
+
+
 def _stop_table(runs: dict[str, list[list[dict]]]) -> list[str]:
-  lines = ["| strategy | threshold | runs stopped | labels at stop | labels saved | "
-           "accuracy at stop | accuracy given up |", "|---|---|---|---|---|---|---|"]
+  """Per strategy and threshold: runs that stop, mean labels at the stop, labels saved
+  and test accuracy given up against the last round done."""
+  runs = {k: v for k, v in runs.items() if "pool_changed" in v[0][0]}
+  lines = ["| strategy | " + " | ".join(f"pool_changed <= {t:.0%}" for t in STOP_THRESHOLDS)
+           + " |", "|---" * (len(STOP_THRESHOLDS) + 1) + "|"]
   for label, seed_runs in runs.items():
-    if "pool_changed" not in seed_runs[0][0]:
-      continue
-    for t in STOP_THRESHOLDS:
-      stops = [(r, stop_index(r, t)) for r in seed_runs]
-      hit = [(r, i) for r, i in stops if i is not None]
-      if not hit:
-        lines.append(f"| {label} | {t:.0%} | 0/{len(stops)} | - | - | - | - |")
-        continue
-      at = [r[i]["num_labeled"] for r, i in hit]
-      saved = [r[-1]["num_labeled"] - r[i]["num_labeled"] for r, i in hit]
-      acc = [r[i]["test_accuracy"] for r, i in hit]
-      lost = [r[-1]["test_accuracy"] - r[i]["test_accuracy"] for r, i in hit]
-      lines.append(f"| {label} | {t:.0%} | {len(hit)}/{len(stops)} | {mean_std(at, 1)} | "
-                   f"{mean_std(saved, 1)} | {mean_std(acc)} | {mean_std(lost)} |")
+    lines.append(f"| {label} | " + " | ".join(_stop_cell(seed_runs, t) for t in STOP_THRESHOLDS)
+                 + " |")
+  everything = [r for v in runs.values() for r in v]
+  lines.append("| all runs | " + " | ".join(_stop_cell(everything, t) for t in STOP_THRESHOLDS)
+               + " |")
   return lines
 
 
