@@ -64,6 +64,10 @@ def test_section_from_workdirs(tmp_path):
   assert "| mnist_core | random, bald | 2 | 3 / 11 | 40 | 2.0 |" in text
   assert "| random (n=2) | 35.0 +- 5.0 (all 2 seeds) | not reached within 40 labels |" in text
   assert "| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) | 30.0 +- 0.0 (all 2 seeds) |" in text
+  # Random's last-round accuracy, (0.93 + 0.91) / 2 = 92%, as a target.
+  assert "| labels to 92.0% |" in text
+  assert "| random (n=2) | 1/2 seeds within 40 labels (40.0 +- 0.0) |" in text
+  assert "| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) |\n" in text
   assert "| random (n=2) | 0.750 +- 0.050 | 0.920 +- 0.010 |" in text  # 20 and 40 labels
   # Stop at 2 rounds in a row <= 5%: both random seeds at round 2 (40 labels), nothing saved.
   # (1% and 2%: only seed 1 stops, at 40 labels too.)
