@@ -34,7 +34,7 @@ JOBS = [("mnist_core", "MNIST, main strategies"), ("mnist_rest", "MNIST, the oth
         ("fashion_core", "Fashion-MNIST")]
 TARGETS = (0.90, 0.95)
 FIXED_LABELS = (20, 50, 100, 200, 300)
-STOP_THRESHOLDS = (0.05, 0.02, 0.01)
+STOP_THRESHOLDS = (0.10, 0.05, 0.01)
 STOP_PATIENCE = 2
 
 
