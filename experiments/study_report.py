@@ -2,7 +2,8 @@ r"""Writes the label-efficiency section of docs/RESULTS.md from experiments/stud
 
   python experiments/study_report.py --runs=runs/study --scale=small --out=docs
 
-Writes docs/label_efficiency.md and docs/figures/study_<scale>/*.png, and puts the
+Writes docs/label_efficiency.md and docs/figures/study_<scale>/*.png (with the prose of
+docs/label_efficiency_notes.md, written by hand from the tables, at the end), and puts the
 section into docs/RESULTS.md between the label-efficiency markers (experiments/report.py
 keeps it there when it rewrites the file). Works on a study that is still running: a
 job is cut to the rounds that all its runs have finished, and the section says how
@@ -280,6 +281,9 @@ def build(runs_dir: str, scale: str, out: str) -> str:
     parts.append("\n".join(_fixed_table(cold)) + "\n")
     first = next(v[0] for name, v in jobs.items() if name.startswith("mnist_coldstart"))
     parts.append("\n".join(_classes_table(cold, _pool_labels(first))) + "\n")
+  notes = os.path.join(out, "label_efficiency_notes.md")  # prose, by hand, from the tables
+  if os.path.exists(notes):
+    parts.append(open(notes).read())
   return "\n".join(parts)
 
 
