@@ -147,10 +147,9 @@ def _pool_labels(config: dict) -> np.ndarray:
 
 
 def _fixed_table(runs: dict[str, list[list[dict]]]) -> list[str]:
-  have = sorted({x["num_labeled"] for v in runs.values() for r in v for x in r})
-  columns = [n for n in FIXED_LABELS if n in have]
-  if have and have[-1] not in columns:
-    columns.append(have[-1])
+  have = {x["num_labeled"] for v in runs.values() for r in v for x in r}
+  ends = {r_end(v) for v in runs.values()}  # where each job got to
+  columns = sorted({n for n in FIXED_LABELS if n in have} | ends)
   lines = ["| strategy | " + " | ".join(f"{n} labels" for n in columns) + " |",
            "|---" * (len(columns) + 1) + "|"]
   for label, seed_runs in runs.items():
