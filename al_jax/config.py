@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, batch_acquisition, metrics, models, specs
+from al_jax import acquisition, batch_acquisition, cold_start, metrics, models, specs
 
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
@@ -44,6 +44,8 @@ class Config:
   query_size: int = 100
   rounds: int = 5
   class_balanced_init: bool = False
+  initial_selection: str | None = None  # None (random), kmeans_pp or kmeans: a cold start
+                                        # from the pool's pixels (al_jax.cold_start)
   keep_training: bool = False         # default: re-initialise the model every round
   epochs_per_round: int = 20
   min_steps: int = 0                  # train each round at least this many SGD steps
@@ -81,6 +83,8 @@ class Config:
       object.__setattr__(self, name, tuple(getattr(self, name)))
     if self.classes is not None:
       object.__setattr__(self, "classes", tuple(self.classes))
+    if self.initial_selection == "random":  # the default, spelled out
+      object.__setattr__(self, "initial_selection", None)
     self._validate()
 
   def _validate(self) -> None:
@@ -98,6 +102,12 @@ class Config:
                         f"{', '.join(metrics.NAMES)}; got {', '.join(self.metrics)}")
     if self.protocol == "reselect" and self.ensemble_size > 1:
       raise ConfigError("--ensemble_size > 1 needs --protocol=pool")
+    if self.initial_selection is not None:
+      _check_choice("initial_selection", self.initial_selection, cold_start.SELECTIONS)
+      if self.class_balanced_init or self.protocol != "pool":
+        raise ConfigError(f"--initial_selection={self.initial_selection} chooses the first "
+                          "labels without labels; it needs --protocol=pool and no "
+                          "--class_balanced")
     _check_choice("stochastic_mode", self.stochastic_mode, batch_acquisition.MODES)
     if not self.stochastic_beta > 0:
       raise ConfigError(f"--stochastic_beta must be positive, got {self.stochastic_beta}")

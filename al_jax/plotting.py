@@ -14,7 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 COLORS = {"least_confidence": "tab:blue", "smallest_margin": "tab:orange",
-          "largest_margin": "tab:green", "entropy": "tab:red", "random": "tab:gray"}
+          "largest_margin": "tab:green", "entropy": "tab:red", "random": "tab:gray",
+          "bald": "tab:purple", "batchbald": "tab:brown", "badge": "tab:pink",
+          "coreset": "tab:olive", "variation_ratios": "tab:cyan", "stochastic_bald": "navy",
+          "mean_std": "gold", "predictive_entropy": "teal"}
 
 
 def _x(records: list[dict]) -> tuple[np.ndarray, str]:
@@ -38,8 +41,12 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
     values = _stack(seed_runs, key)
     x, xlabel = _x(seed_runs[0][:values.shape[1]])
     mean, std = values.mean(0), values.std(0)
-    ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=COLORS.get(metric))
-    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=COLORS.get(metric))
+    # A variant ("bald (ensemble of 3)") takes its strategy's colour, dashed.
+    base = metric.split(" (")[0]
+    color = COLORS.get(metric, COLORS.get(base))
+    ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=color,
+            linestyle="-" if metric in COLORS or base not in COLORS else "--")
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)

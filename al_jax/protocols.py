@@ -22,7 +22,10 @@ run = {"key": the run's root key, "metric": int32 [] index into config.metrics}.
 round_metrics holds scalars and small arrays: train_loss, train_accuracy, test_loss,
 test_accuracy, per_class_accuracy [C], num_labeled, epoch, and selected [k] (pool
 indices, -1 = none): for `pool` the images queried after the round, for `reselect`
-the images trained on in this epoch.
+the images trained on in this epoch. `pool` also records pool_changed, the share of
+a fixed stop set (the first STOP_SET_SIZE pool images) whose predicted class changed
+since the previous round's model (round 0: against the untrained model), the signal
+of a stopping rule that needs no labels (Bloodgood & Vijay-Shanker 2009).
 """
 
 import jax
@@ -30,8 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from al_jax import acquisition, models, scoring, specs, training
+from al_jax import acquisition, cold_start, models, scoring, specs, training
 from al_jax.config import Config
+
+STOP_SET_SIZE = 2000  # pool images whose predictions pool_changed compares, at most
 
 # Streams of randomness, each folded into the root key of a run (its seed).
 INIT, TRAIN, QUERY, INITIAL_SET = range(4)
@@ -62,6 +67,18 @@ def initial_labeled(labels: np.ndarray, valid: np.ndarray, size: int, seed_key: 
     take = np.argsort(-in_class, kind="stable")[:want]
     mask[take[in_class[take] >= 0]] = True
   return mask
+
+
+def prediction_change(before: training.TrainState, after: training.TrainState,
+                      images: jax.Array, valid: jax.Array, *, chunk_size: int) -> jax.Array:
+  """Share of the valid images whose predicted class differs between two models.
+
+  images: [S, H, W, C] with S % chunk_size == 0; valid: [S] bool -> [] float32.
+  """
+  changed = scoring.map_pool(
+      lambda chunk, _: jnp.argmax(before.logits(chunk), -1) != jnp.argmax(after.logits(chunk), -1),
+      images, chunk_size=chunk_size)
+  return jnp.sum(changed & valid) / jnp.maximum(jnp.sum(valid), 1)
 
 
 class Protocol:
@@ -112,19 +129,28 @@ class PoolProtocol(Protocol):
   """Algorithm 1: train on the labeled set, evaluate, query k more (not after the last)."""
 
   def _initial_mask(self, seed_key, pool):
+    if self.config.initial_selection is not None:
+      mask = np.zeros(np.shape(pool["valid"]), bool)
+      mask[np.asarray(cold_start.select_initial(
+          pool["images"], pool["valid"], self.config.initial_size,
+          stream_key(seed_key, INITIAL_SET, 0), kind=self.config.initial_selection))] = True
+      return mask
     return initial_labeled(np.asarray(pool["labels"]), np.asarray(pool["valid"]),
                            self.config.initial_size, seed_key,
                            self.config.class_balanced_init)
 
   def round_step(self, carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
     cfg, pool, r = self.config, data["pool"], carry["round"]
-    state = carry["train_state"]
+    state = previous = carry["train_state"]
     if not cfg.keep_training:
       state = self.init_state(stream_key(run["key"], INIT, r))
     state, train_metrics = training.fit(
         state, pool["images"], pool["labels"], carry["labeled"],
         stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
         batch_size=cfg.batch_size, min_steps=cfg.min_steps)
+    stop_set = min(pool["valid"].shape[0], -(-STOP_SET_SIZE // cfg.chunk_size) * cfg.chunk_size)
+    changed = prediction_change(previous, state, pool["images"][:stop_set],
+                                pool["valid"][:stop_set], chunk_size=cfg.chunk_size)
     strategy = acquisition.choose(self.strategies, run["metric"])
     available = pool["valid"] & ~carry["labeled"]
     selection = lax.cond(
@@ -134,7 +160,8 @@ class PoolProtocol(Protocol):
         lambda: acquisition.nothing(self._k))
     round_metrics = {**train_metrics, **self.evaluate(state, data["test"]),
                      "num_labeled": jnp.sum(carry["labeled"], dtype=jnp.int32),
-                     "epoch": (r + 1) * cfg.epochs_per_round, "selected": selection.indices}
+                     "epoch": (r + 1) * cfg.epochs_per_round, "selected": selection.indices,
+                     "pool_changed": changed}
     carry = {"train_state": state, "round": r + 1,
              "labeled": acquisition.labeled_after(carry["labeled"], selection)}
     return carry, round_metrics

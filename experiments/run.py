@@ -53,6 +53,9 @@ flags.DEFINE_integer("query_size", 100, "pool: images queried per round.")
 flags.DEFINE_integer("rounds", 5, "pool: rounds (train, evaluate, query).")
 flags.DEFINE_integer("budget", None, "pool: total labels; sets --rounds.")
 flags.DEFINE_bool("class_balanced", False, "pool: class-balanced initial set.")
+flags.DEFINE_string("initial_selection", None, "pool: choose the initial labels by "
+                    "kmeans_pp or kmeans on the pool's pixels (a cold start; no "
+                    "--class_balanced) instead of at random.")
 flags.DEFINE_bool("keep_training", False,
                   "pool: keep training the previous model (default: re-initialise each round).")
 flags.DEFINE_integer("epochs_per_round", 20, "pool: training epochs on the labeled set per round.")
@@ -137,7 +140,8 @@ def main(argv):
       image_size=FLAGS.image_size, test_fraction=FLAGS.test_fraction, model=FLAGS.model,
       pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
-      class_balanced_init=FLAGS.class_balanced, keep_training=FLAGS.keep_training,
+      class_balanced_init=FLAGS.class_balanced, initial_selection=FLAGS.initial_selection,
+      keep_training=FLAGS.keep_training,
       epochs_per_round=FLAGS.epochs_per_round, min_steps=FLAGS.min_steps, epochs=FLAGS.epochs,
       select_batches=FLAGS.select_batches, select=FLAGS.select,
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,

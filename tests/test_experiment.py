@@ -3,6 +3,7 @@ many rounds, run layouts, resume after an interruption and after kill -9, workdi
 checks, damaged checkpoints, non-finite loss, bad input."""
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -88,7 +89,7 @@ def test_pool_smoke_and_results_format(reference):
   for r in results:
     for key in ("round", "num_labeled", "test_accuracy", "test_loss", "per_class_accuracy",
                 "metric", "seed", "selected", "epoch", "train_accuracy", "train_loss",
-                "round_s"):
+                "round_s", "pool_changed"):
       assert key in r, key
     assert 0.0 <= r["test_accuracy"] <= 1.0 and len(r["per_class_accuracy"]) == 10
   assert [r["epoch"] for r in results] == [2, 4, 6]
@@ -325,6 +326,23 @@ def test_initial_sets_random_and_class_balanced():
   assert balanced.sum() == 10 and not balanced[:5].any()
   assert np.bincount(labels[balanced], minlength=4).tolist() == [3, 3, 2, 2]
   assert np.array_equal(plain, protocols.initial_labeled(labels, valid, 10, key, False))
+
+
+def test_prediction_change_counts_valid_images_whose_class_changed():
+  """Against argmax worked out image by image: a model against itself changes nothing;
+  two inits disagree on some images; padding never counts."""
+  from al_jax import models, specs, training
+  model = models.create_model(specs.get("mnist"), 10, model="pooled_cnn")
+  tx = training.make_optimizer(0.01, 0.9, 0.0)
+  a, b = (training.create_train_state(model, jax.random.key(i), (28, 28, 1), tx)
+          for i in (0, 1))
+  images = jax.random.randint(jax.random.key(2), (8, 28, 28, 1), 0, 256).astype(jnp.uint8)
+  valid = jnp.arange(8) < 6
+  assert float(protocols.prediction_change(a, a, images, valid, chunk_size=4)) == 0.0
+  differ = np.argmax(a.logits(images), -1) != np.argmax(b.logits(images), -1)
+  got = float(jax.jit(functools.partial(protocols.prediction_change, chunk_size=4))(
+      a, b, images, valid))
+  assert got == pytest.approx(differ[:6].mean())
 
 
 @pytest.mark.parametrize("aggregate", ["sum", "mean"])

@@ -1,0 +1,80 @@
+"""experiments/study_report.py: labels to a target, the stopping rule, and the section
+built from workdirs of hand-made records (every number checked by hand)."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "study_report", os.path.join(ROOT, "experiments", "study_report.py"))
+study_report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study_report)
+
+
+def _records(accuracies, changed, metric="random", seed=0):
+  return [{"round": i, "metric": metric, "seed": seed, "protocol": "pool",
+           "num_labeled": 20 + 10 * i, "test_accuracy": a, "pool_changed": c, "round_s": 2.0,
+           "per_class_accuracy": [a] * 10}
+          for i, (a, c) in enumerate(zip(accuracies, changed))]
+
+
+def test_labels_to_reach():
+  records = _records([0.5, 0.91, 0.89, 0.96], [1, 1, 1, 1])
+  assert study_report.labels_to_reach(records, 0.90) == 30
+  assert study_report.labels_to_reach(records, 0.95) == 50
+  assert study_report.labels_to_reach(records, 0.99) is None
+
+
+def test_stop_index_needs_patience_rounds_in_a_row_and_ignores_round_0():
+  records = _records([0.5] * 6, [0.0, 0.01, 0.2, 0.01, 0.02, 0.0])
+  assert study_report.stop_index(records, 0.02, patience=2) == 4
+  assert study_report.stop_index(records, 0.01, patience=2) is None
+  assert study_report.stop_index(records, 0.01, patience=1) == 1
+
+
+def test_splice_replaces_the_section_or_appends_it():
+  text = "# Results\n\nintro\n"
+  once = study_report.splice(text, "A")
+  assert once == "# Results\n\nintro\n\n" + study_report.START + "\nA\n" + study_report.END + "\n"
+  again = study_report.splice(once + "after\n", "B")
+  assert "A" not in again and "\nB\n" in again and again.endswith("after\n")
+
+
+def test_section_from_workdirs(tmp_path):
+  job = tmp_path / "small" / "mnist_core"
+  runs = {("random", 0): ([0.80, 0.90, 0.93], [0.9, 0.05, 0.01]),
+          ("random", 1): ([0.70, 0.85, 0.91], [0.9, 0.01, 0.01]),
+          ("bald", 0): ([0.80, 0.95, 0.97, 0.98], [0.9, 0.2, 0.3, 0.2]),
+          ("bald", 1): ([0.82, 0.96, 0.97, 0.99], [0.9, 0.2, 0.1, 0.3])}
+  for (metric, seed), (acc, changed) in runs.items():
+    folder = job / metric / f"seed_{seed}"
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in _records(acc, changed, metric, seed)))
+  (job / "config.json").write_text(json.dumps(
+      {"dataset": "mnist", "metrics": ["random", "bald"], "seeds": [0, 1], "rounds": 11,
+       "ensemble_size": 1, "model": "pooled_cnn"}))
+  (job / "command.txt").write_text("python experiments/run.py --metric=random,bald\n")
+  out = tmp_path / "docs"
+  text = study_report.build(str(tmp_path), "small", str(out))
+  # Cut to the 3 rounds all runs finished: bald's 4th round is left out.
+  assert "| mnist_core | random, bald | 2 | 3 / 11 | 40 | 2.0 |" in text
+  assert "| random (n=2) | 35.0 +- 5.0 (all 2 seeds) | not reached within 40 labels |" in text
+  assert "| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) | 30.0 +- 0.0 (all 2 seeds) |" in text
+  # Random's last-round accuracy, (0.93 + 0.91) / 2 = 92%, as a target.
+  assert "| labels to 92.0% |" in text
+  assert "| random (n=2) | 1/2 seeds within 40 labels (40.0 +- 0.0) |" in text
+  assert "| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) |\n" in text
+  assert "| random (n=2) | 0.750 +- 0.050 | 0.920 +- 0.010 |" in text  # 20 and 40 labels
+  # Stop at 2 rounds in a row <= 5%: both random seeds at round 2 (40 labels), nothing saved.
+  # (1%: only seed 1 stops, at 40 labels too.)
+  cell = "stop at 40 labels, save 0, give up +0.000"
+  assert f"| random | 2/2 {cell} | 2/2 {cell} | 1/2 {cell} |" in text
+  assert "| bald | 0/2 stop | 0/2 stop | 0/2 stop |" in text
+  assert "| all runs | 2/4 stop at 40 labels" in text
+  assert text.index("| random (n=2)") < text.index("| bald (n=2)")  # the job's order
+  assert "python experiments/run.py --metric=random,bald" in text
+  assert os.path.exists(out / "figures" / "study_small" / "mnist_test_accuracy.png")
