@@ -128,6 +128,18 @@ def _dropout(rate: float, train: bool, mc_dropout: bool, name: str) -> nn.Dropou
                     broadcast_dims=(0,) if mc_dropout and not train else (), name=name)
 
 
+def _dense_head(x: jax.Array, num_classes: int, dtype: jnp.dtype, train: bool,
+                mc_dropout: bool, with_penultimate: bool):
+  """Drop.25-Dense128-ReLU-Drop.5-Dense C, the head of MnistCNN and PooledCNN, called
+  inside their compact __call__ (so its layers, named as before, are theirs)."""
+  x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
+  x = x.reshape(x.shape[0], -1)
+  x = nn.relu(nn.Dense(128, dtype=dtype, name="Dense_0")(x))
+  x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
+  logits = nn.Dense(num_classes, dtype=jnp.float32, name="Dense_1")(x)
+  return (logits, x) if with_penultimate else logits
+
+
 class MnistCNN(nn.Module):
   """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C.
 
@@ -156,12 +168,7 @@ class MnistCNN(nn.Module):
       x = max_pool_2x2(x)
       if stage == "trunk":
         return x
-    x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
-    x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(128, dtype=self.dtype, name="Dense_0")(x))
-    x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x)
-    return (logits, x) if with_penultimate else logits
+    return _dense_head(x, self.num_classes, self.dtype, train, mc_dropout, with_penultimate)
 
 
 class FruitsNet3(nn.Module):
@@ -226,12 +233,7 @@ class PooledCNN(nn.Module):
       x = max_pool_2x2(nn.relu(norm("BatchNorm_1")(x)))
       if stage == "trunk":
         return x
-    x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
-    x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(128, dtype=self.dtype, name="Dense_0")(x))
-    x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x)
-    return (logits, x) if with_penultimate else logits
+    return _dense_head(x, self.num_classes, self.dtype, train, mc_dropout, with_penultimate)
 
 
 MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3, "pooled_cnn": PooledCNN}
