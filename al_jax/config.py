@@ -14,6 +14,14 @@ from typing import Any
 from al_jax import acquisition, batch_acquisition, cold_start, metrics, models, specs
 
 PROTOCOLS = ("pool", "reselect")
+# Training recipes. "paper": the data set's own model and the authors' batch size, the
+# given epochs only. "small_budget" (the pool protocol's default): at least
+# SMALL_BUDGET_MIN_STEPS SGD steps per round at batch SMALL_BUDGET_BATCH, and the pooled
+# CNN instead of the paper's MNIST CNN (whose 9,216-wide dense input is too much to fit
+# from tens of labels); docs/RESULTS.md compares the two.
+RECIPES = ("paper", "small_budget")
+SMALL_BUDGET_MIN_STEPS = 250
+SMALL_BUDGET_BATCH = 32
 RUN_LAYOUTS = ("auto", "true", "false")
 # Settings that do not change what a job computes: a workdir resumes across them.
 RESUMABLE_CHANGES = ("data_dir", "vmap_runs")
@@ -36,7 +44,8 @@ class Config:
   classes: tuple[str, ...] | None = None
   image_size: int = 32
   test_fraction: float = 0.2          # folder without test/: share held out for testing
-  model: str | None = None            # a key of models.MODELS; None: the data set's own
+  model: str | None = None            # a key of models.MODELS; None: the recipe's choice
+  recipe: str | None = None           # RECIPES; None: small_budget (pool), paper (reselect)
   pool_size: int | None = None        # use a random subset of the training set as pool
   test_size: int | None = None        # use a random subset of the test set
   # pool protocol (Algorithm 1)
@@ -48,8 +57,13 @@ class Config:
                                         # from the pool's pixels (al_jax.cold_start)
   keep_training: bool = False         # default: re-initialise the model every round
   epochs_per_round: int = 20
-  min_steps: int = 0                  # train each round at least this many SGD steps
-                                      # (whole epochs; 0 = epochs_per_round only)
+  min_steps: int | None = None        # train each round at least this many SGD steps
+                                      # (whole epochs; 0 = epochs_per_round only;
+                                      # None: the recipe's)
+  validation_fraction: float = 0.0    # > 0: hold out this share of the labels (a fixed
+                                      # random subset of the pool) for early stopping
+  patience: int = 4                   # early stopping: checks (every 25 steps) without
+                                      # a new lowest held-out loss
   # reselect protocol (what the authors ran)
   epochs: int | None = None
   select_batches: int | None = None
@@ -76,6 +90,14 @@ class Config:
       spec = specs.get(self.dataset)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    if self.recipe is None:
+      object.__setattr__(self, "recipe", "small_budget" if self.protocol == "pool" else "paper")
+    _check_choice("recipe", self.recipe, RECIPES)
+    small = self.recipe == "small_budget"
+    if self.min_steps is None:
+      object.__setattr__(self, "min_steps", SMALL_BUDGET_MIN_STEPS if small else 0)
+    if self.batch_size is None and small:
+      object.__setattr__(self, "batch_size", SMALL_BUDGET_BATCH)
     for name in _SPEC_DEFAULTS:
       if getattr(self, name) is None:
         object.__setattr__(self, name, getattr(spec, name))
@@ -129,10 +151,26 @@ class Config:
     if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or \
         self.min_steps < 0:
       raise ConfigError(f"--min_steps must be a non-negative integer, got {self.min_steps!r}")
+    if not 0 <= self.validation_fraction < 1:
+      raise ConfigError(f"--validation_fraction must be in [0, 1), got "
+                        f"{self.validation_fraction}")
+    if self.validation_fraction and self.protocol != "pool":
+      raise ConfigError("--validation_fraction needs --protocol=pool")
+    if isinstance(self.patience, bool) or not isinstance(self.patience, int) or \
+        self.patience <= 0:
+      raise ConfigError(f"--patience must be a positive integer, got {self.patience!r}")
     if self.learning_rate <= 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
     if self.weight_decay < 0:
       raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+
+  def model_name(self, image_shape: tuple[int, ...]) -> str:
+    """The CNN for images [H, W, C]: --model, else the data set's own under the paper
+    recipe, with the pooled CNN in place of the MNIST CNN under small_budget."""
+    if self.model is not None:
+      return self.model
+    own = specs.get(self.dataset).model_for(image_shape)
+    return "pooled_cnn" if self.recipe == "small_budget" and own == "mnist_cnn" else own
 
   @property
   def runs(self) -> tuple[tuple[str, int], ...]:
@@ -173,6 +211,16 @@ class Config:
   def to_dict(self) -> dict[str, Any]:
     """JSON-able fields (tuples as lists), as written to workdir/config.json."""
     return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def completed(saved: dict[str, Any], current: "Config") -> dict[str, Any]:
+  """A config.json of an older version with the fields it lacks as they then were:
+  new fields at their defaults, min_steps 0, and the paper recipe (recipes came later)
+  unless it chose its model, when the recipe changes nothing of what it computes."""
+  was = {f.name: f.default for f in dataclasses.fields(Config)}
+  was.update(min_steps=0,
+             recipe="paper" if saved.get("model") is None else current.recipe)
+  return {**{k: v for k, v in was.items() if k not in saved}, **saved}
 
 
 def _check_choice(name: str, value: Any, valid: tuple) -> None:

@@ -42,7 +42,7 @@ from jax import lax
 from al_jax import data as data_lib
 from al_jax import acquisition, protocols, sharding, training
 from al_jax.checkpointing import Checkpointer
-from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError
+from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError, completed
 
 Runs = dict[tuple[str, int], list[dict]]
 
@@ -138,13 +138,15 @@ def check_workdir(config: Config, workdir: str, overwrite: bool, write: bool = T
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    mine = config.to_dict()
+    saved, mine = completed(saved, config), config.to_dict()
     differ = sorted(k for k in set(saved) | set(mine)
                     if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
     if differ:
       shown = ", ".join(f"{k}={saved.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
-      raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown}); "
-                        "use another --workdir or pass --overwrite to start afresh")
+      hint = (f" (it was made with --recipe={saved['recipe']})"
+              if "recipe" in differ else "")
+      raise ConfigError(f"workdir {workdir} holds a run with another configuration ({shown})"
+                        f"{hint}; use another --workdir or pass --overwrite to start afresh")
   _sync("al_jax: workdir checked")
   if write:
     os.makedirs(workdir, exist_ok=True)

@@ -39,7 +39,7 @@ from al_jax.config import Config
 STOP_SET_SIZE = 2000  # pool images whose predictions pool_changed compares, at most
 
 # Streams of randomness, each folded into the root key of a run (its seed).
-INIT, TRAIN, QUERY, INITIAL_SET = range(4)
+INIT, TRAIN, QUERY, INITIAL_SET, HOLDOUT = range(5)
 
 
 def stream_key(seed_key: jax.Array, stream: int, step: int | jax.Array) -> jax.Array:
@@ -87,8 +87,7 @@ class Protocol:
   def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...]):
     self.config = config
     spec = specs.get(config.dataset)
-    self.model = models.create_model(spec, num_classes,
-                                     model=config.model or spec.model_for(image_shape))
+    self.model = models.create_model(spec, num_classes, model=config.model_name(image_shape))
     self.tx = training.make_optimizer(config.learning_rate, config.momentum,
                                       config.weight_decay)
     self.image_shape = image_shape
@@ -139,6 +138,17 @@ class PoolProtocol(Protocol):
                            self.config.initial_size, seed_key,
                            self.config.class_balanced_init)
 
+  def _early_stopping(self, run: dict, n: int) -> dict:
+    """fit's holdout / early_stopping arguments: with --validation_fraction=f, the
+    labeled images among a fixed random f of the pool (per run) are held out."""
+    cfg = self.config
+    if not cfg.validation_fraction:
+      return {}
+    holdout = jax.random.uniform(stream_key(run["key"], HOLDOUT, 0), (n,)) \
+        < cfg.validation_fraction
+    return {"holdout": holdout, "early_stopping": training.EarlyStopping(
+        capacity=min(n, cfg.labels_needed), patience=cfg.patience)}
+
   def round_step(self, carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
     cfg, pool, r = self.config, data["pool"], carry["round"]
     state = previous = carry["train_state"]
@@ -147,7 +157,8 @@ class PoolProtocol(Protocol):
     state, train_metrics = training.fit(
         state, pool["images"], pool["labels"], carry["labeled"],
         stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
-        batch_size=cfg.batch_size, min_steps=cfg.min_steps)
+        batch_size=cfg.batch_size, min_steps=cfg.min_steps,
+        **self._early_stopping(run, pool["valid"].shape[0]))
     stop_set = min(pool["valid"].shape[0], -(-STOP_SET_SIZE // cfg.chunk_size) * cfg.chunk_size)
     changed = prediction_change(previous, state, pool["images"][:stop_set],
                                 pool["valid"][:stop_set], chunk_size=cfg.chunk_size)

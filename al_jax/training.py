@@ -10,6 +10,7 @@ always full and hold only labeled images (no padding reaches batch norm).
 
 import contextlib
 import contextvars
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -165,9 +166,25 @@ def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
   return jnp.argsort(jnp.where(mask, noise, 2.0))
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+  """Early stopping on a held-out part of the labeled set (static settings of `fit`).
+
+  Every `check_steps` SGD steps (at the end of the epoch that reaches them) the loss on
+  the held-out images is computed; training stops after `patience` checks without a
+  new lowest loss, and the parameters of the lowest loss are kept. `capacity` bounds
+  the held-out images (a static shape); more than that is an error of the caller.
+  """
+  capacity: int
+  check_steps: int = 25
+  patience: int = 4
+
+
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
         key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
-        batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict]:
+        batch_sharding: jax.sharding.Sharding | None = None,
+        holdout: jax.Array | None = None, early_stopping: EarlyStopping | None = None
+        ) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
   epochs as reach `min_steps` SGD steps (a tiny labeled set still trains enough).
 
@@ -179,14 +196,24 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   the state and the mean train loss / accuracy over the last epoch. An ensemble trains
   its members together, vmapped, member m with key fold_in(key, m) (its own batch
   order and dropout); the metrics are the members' means.
+
+  holdout: [N] bool, with `early_stopping`: the labeled images where it is True are not
+  trained on but held out for early stopping (none held out: plain training). The
+  metrics then add validation_loss (the lowest, NaN without held-out images);
+  train_steps (the SGD steps taken) is always there.
   """
   if state.members:
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(state.members))
     state, metrics = state.per_member(
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
                               batch_size=batch_size, min_steps=min_steps,
-                              batch_sharding=batch_sharding), keys)
+                              batch_sharding=batch_sharding, holdout=holdout,
+                              early_stopping=early_stopping), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
+  if early_stopping is not None:  # (all labels held out: train on them, no stopping)
+    trainable = jnp.any(mask & ~holdout)
+    held_out = mask & holdout & trainable
+    mask = mask & ~held_out
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
   steps = (num_labeled + batch_size - 1) // batch_size
   zero = jnp.zeros((), jnp.float32)
@@ -213,9 +240,56 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
 
   if min_steps:  # a traced number of epochs: one compiled loop for every set size
     epochs = jnp.maximum(epochs, (min_steps + steps - 1) // jnp.maximum(steps, 1))
-  state, (loss_sum, acc_sum) = lax.fori_loop(0, epochs, epoch, (state, (zero, zero)))
   steps_f = jnp.maximum(steps, 1).astype(jnp.float32)
-  return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f}
+  if early_stopping is None:
+    state, (loss_sum, acc_sum) = lax.fori_loop(0, epochs, epoch, (state, (zero, zero)))
+    return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f,
+                   "train_steps": epochs * steps}
+  state, (loss_sum, acc_sum), done, best_loss = _fit_early_stopping(
+      state, epoch, epochs, steps, images, labels, held_out, early_stopping)
+  return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f,
+                 "train_steps": done * steps, "validation_loss": best_loss}
+
+
+def _fit_early_stopping(state, epoch, epochs, steps, images, labels, held_out,
+                        settings: EarlyStopping):
+  """fit's epoch loop with early stopping: (state with the best parameters, last
+  epoch's sums, epochs done, lowest held-out loss)."""
+  idx = jnp.nonzero(held_out, size=settings.capacity, fill_value=0)[0]
+  num_held_out = jnp.sum(held_out, dtype=jnp.int32)
+  valid = jnp.arange(settings.capacity) < num_held_out
+  val_images, val_labels = images[idx], labels[idx]
+  zero = jnp.zeros((), jnp.float32)
+
+  def held_out_loss(state):
+    return evaluate(state, val_images, val_labels, valid)["test_loss"]
+
+  def keep_going(carry):
+    e, _, _, _, _, bad = carry
+    return (e < epochs) & ((num_held_out == 0) | (bad < settings.patience))
+
+  def body(carry):
+    e, state, _, best, best_loss, bad = carry
+    state, sums = epoch(e, (state, (zero, zero)))
+    check = (((e + 1) * steps) // settings.check_steps > (e * steps) // settings.check_steps) \
+        | (e + 1 == epochs)
+    loss = lax.cond(check & (num_held_out > 0), held_out_loss, lambda _: jnp.inf, state)
+    better = check & (loss < best_loss)
+    best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
+                        (state.params, state.batch_stats), best)
+    bad = jnp.where(better, 0, bad + check.astype(jnp.int32))
+    return e + 1, state, sums, best, jnp.where(better, loss, best_loss), bad
+
+  init = (jnp.zeros((), jnp.int32), state, (zero, zero), (state.params, state.batch_stats),
+          jnp.asarray(jnp.inf, jnp.float32), jnp.zeros((), jnp.int32))
+  done, last, sums, (params, batch_stats), best_loss, _ = lax.while_loop(
+      keep_going, body, init)
+  use_best = num_held_out > 0
+  state = last.replace(
+      params=jax.tree.map(lambda b, l: jnp.where(use_best, b, l), params, last.params),
+      batch_stats=jax.tree.map(lambda b, l: jnp.where(use_best, b, l), batch_stats,
+                               last.batch_stats))
+  return state, sums, done, jnp.where(use_best, best_loss, jnp.nan)
 
 
 def pad_to_multiple(x: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:

@@ -12,8 +12,8 @@ RUN="python experiments/run.py --metric=all --seeds=3 --data_dir=$DATA"
 MNIST_RESELECT="--protocol=reselect --pool_size=6000 --test_size=2000 --epochs=30 --select_batches=3"
 FRUITS_RESELECT="--protocol=reselect --pool_size=6000 --test_size=2000 --epochs=20 --select_batches=6"
 # Algorithm 1 (labels accumulate).
-MNIST_POOL="--protocol=pool --pool_size=6000 --test_size=2000 --initial_size=50 --query_size=50 --rounds=8 --epochs_per_round=10"
-FRUITS_POOL="--protocol=pool --pool_size=6000 --test_size=2000 --initial_size=50 --query_size=50 --rounds=8 --epochs_per_round=20"
+MNIST_POOL="--protocol=pool --recipe=paper --pool_size=6000 --test_size=2000 --initial_size=50 --query_size=50 --rounds=8 --epochs_per_round=10"
+FRUITS_POOL="--protocol=pool --recipe=paper --pool_size=6000 --test_size=2000 --initial_size=50 --query_size=50 --rounds=8 --epochs_per_round=20"
 
 $RUN --dataset=mnist $MNIST_RESELECT --workdir=$OUT/mnist10_reselect
 $RUN --dataset=mnist --classes=0,1 $MNIST_RESELECT --workdir=$OUT/mnist01_reselect

@@ -44,8 +44,13 @@ flags.DEFINE_integer("image_size", 32, "Fruits-360, folder and tfds images are r
 flags.DEFINE_float("test_fraction", 0.2, "folder without test/, tfds without a test split: "
                    "share of each class held out as the test set (a fixed, seeded split).")
 flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (small head, "
-                    "for tiny labeled sets) (default: the data set's; for a folder or tfds "
-                    "set, by channels: grey mnist_cnn, colour fruits_net3).")
+                    "for tiny labeled sets) (default: the data set's, by channels for a "
+                    "folder or tfds set: grey mnist_cnn, colour fruits_net3; with "
+                    "--recipe=small_budget pooled_cnn instead of mnist_cnn).")
+flags.DEFINE_string("recipe", None, "Training defaults. small_budget (the pool "
+                    "protocol's default): --min_steps=250, --batch_size=32, pooled_cnn for "
+                    "grey images. paper (reselect's default; experiments/reproduce.sh): "
+                    "the data set's own model and batch size, --min_steps=0.")
 flags.DEFINE_integer("pool_size", None, "Use a fixed random subset of the training set.")
 flags.DEFINE_integer("test_size", None, "Use a fixed random subset of the test set.")
 flags.DEFINE_integer("initial_size", 100, "pool: random labeled images to start from.")
@@ -59,14 +64,21 @@ flags.DEFINE_string("initial_selection", None, "pool: choose the initial labels 
 flags.DEFINE_bool("keep_training", False,
                   "pool: keep training the previous model (default: re-initialise each round).")
 flags.DEFINE_integer("epochs_per_round", 20, "pool: training epochs on the labeled set per round.")
-flags.DEFINE_integer("min_steps", 0, "pool: train each round for at least this many SGD "
-                     "steps (more whole epochs when the labeled set is small); 0 = off.")
+flags.DEFINE_integer("min_steps", None, "pool: train each round for at least this many SGD "
+                     "steps (more whole epochs when the labeled set is small); 0 = off "
+                     "(default: the recipe's, 250 or 0).")
+flags.DEFINE_float("validation_fraction", 0.0, "pool: hold out the labels of this share of "
+                   "the pool (a fixed random subset per seed) for early stopping: every 25 "
+                   "steps the held-out loss is checked, training stops after --patience "
+                   "checks without a new low and keeps the best weights; 0 = off.")
+flags.DEFINE_integer("patience", 4, "pool: early-stopping checks without improvement.")
 flags.DEFINE_integer("epochs", None, "reselect: epochs (default 350 MNIST, 20 Fruits-360).")
 flags.DEFINE_integer("select_batches", None, "reselect: batches kept per epoch (25 / 20).")
 flags.DEFINE_enum("select", "batches", ["batches", "samples"],
                   "reselect: score whole batches (the authors) or single images.")
 flags.DEFINE_string("batch_aggregate", None, "reselect: 'sum' or 'mean' of a batch's scores.")
-flags.DEFINE_integer("batch_size", None, "Training batch size (128 MNIST, 64 Fruits-360).")
+flags.DEFINE_integer("batch_size", None, "Training batch size (default: the recipe's, 32; "
+                     "paper: 128 MNIST, 64 Fruits-360).")
 flags.DEFINE_float("learning_rate", None, "SGD learning rate (0.01 MNIST, 0.005 Fruits-360).")
 flags.DEFINE_float("momentum", None, "SGD momentum (0.9).")
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (0 MNIST, 8e-4 Fruits-360).")
@@ -138,11 +150,13 @@ def main(argv):
       dataset=FLAGS.dataset, metrics=metric_names, seeds=seeds, protocol=FLAGS.protocol,
       data_dir=FLAGS.data_dir, classes=data_lib.parse_classes(FLAGS.classes),
       image_size=FLAGS.image_size, test_fraction=FLAGS.test_fraction, model=FLAGS.model,
-      pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
+      recipe=FLAGS.recipe, pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
       class_balanced_init=FLAGS.class_balanced, initial_selection=FLAGS.initial_selection,
       keep_training=FLAGS.keep_training,
-      epochs_per_round=FLAGS.epochs_per_round, min_steps=FLAGS.min_steps, epochs=FLAGS.epochs,
+      epochs_per_round=FLAGS.epochs_per_round, min_steps=FLAGS.min_steps,
+      validation_fraction=FLAGS.validation_fraction, patience=FLAGS.patience,
+      epochs=FLAGS.epochs,
       select_batches=FLAGS.select_batches, select=FLAGS.select,
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,

@@ -26,9 +26,11 @@ flags.DEFINE_string("out", "docs", "Where label_efficiency.md, RESULTS.md and fi
 
 START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
 # (workdir, what it is) in the order of experiments/study.sh.
-JOBS = [("mnist_core", "MNIST, main strategies"), ("mnist_rest", "MNIST, the other strategies"),
+JOBS = [("mnist_headline", "MNIST, random, smallest margin and BADGE (SCALE=full first)"),
+        ("mnist_core", "MNIST, main strategies"), ("mnist_rest", "MNIST, the other strategies"),
         ("mnist_ensemble", "MNIST, deep ensemble"),
         ("mnist_cnn_random", "MNIST, random with the paper's mnist_cnn"),
+        ("mnist_early_stopping", "MNIST, early stopping on held-out labels"),
         ("mnist_coldstart_kmeans", "MNIST, cold start: k-means"),
         ("mnist_coldstart_kmeans_pp", "MNIST, cold start: k-means++ seeds"),
         ("mnist_coldstart_random", "MNIST, cold start: random initial set"),
@@ -80,6 +82,8 @@ def load_job(workdir: str) -> tuple[dict, dict[str, list[list[dict]]], str]:
     suffix.append(f"ensemble of {config['ensemble_size']}")
   if config.get("model") not in (None, "pooled_cnn"):
     suffix.append(config["model"])
+  if config.get("validation_fraction"):
+    suffix.append(f"early stopping on {config['validation_fraction']:.0%} held out")
   if config.get("initial_selection") or not config.get("class_balanced_init", True):
     suffix.append(f"{config.get('initial_selection') or 'random'} initial set")
   label = lambda m: f"{m} ({', '.join(suffix)})" if suffix else m

@@ -25,9 +25,11 @@ from al_jax.config import Config, ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(ROOT, "experiments", "run.py")
 
+# The small_budget recipe's model (pooled_cnn), but the loop's mechanics need no long
+# training: 2 epochs of 1 or 2 steps (test_early_stopping_in_the_loop trains 100).
 SMALL = Config(dataset="mnist", data_dir="sample", metrics=("entropy",), initial_size=20,
-               query_size=20, rounds=3, epochs_per_round=2, batch_size=32, chunk_size=200,
-               eval_batch_size=100)
+               query_size=20, rounds=3, epochs_per_round=2, batch_size=32, min_steps=0,
+               chunk_size=200, eval_batch_size=100)
 GRID = dataclasses.replace(SMALL, metrics=("least_confidence", "random"), seeds=(0, 1),
                            vmap_runs="false")
 PAIR = dataclasses.replace(GRID, seeds=(0,))  # two metrics, one seed: runs of GRID
@@ -279,6 +281,63 @@ def test_workdir_of_another_config_is_refused(tmp_path, sample, interrupt_after)
   assert (tmp_path / "notes.txt").read_text() == "mine"  # --overwrite removes only ours
 
 
+def test_recipes_fill_the_training_defaults():
+  small = Config(dataset="mnist")  # the pool protocol's default: small_budget
+  assert (small.recipe, small.min_steps, small.batch_size) == ("small_budget", 250, 32)
+  assert small.model_name((28, 28, 1)) == "pooled_cnn"
+  paper = Config(dataset="mnist", recipe="paper")
+  assert (paper.min_steps, paper.batch_size, paper.model_name((28, 28, 1))) == (
+      0, 128, "mnist_cnn")
+  reselect = Config(dataset="mnist", protocol="reselect")
+  assert (reselect.recipe, reselect.min_steps, reselect.batch_size) == ("paper", 0, 128)
+  fruits = Config(dataset="fruits360")  # Net3 already pools: only the steps change
+  assert (fruits.model_name((32, 32, 3)), fruits.min_steps, fruits.batch_size) == (
+      "fruits_net3", 250, 32)
+  folder = Config(dataset="folder")
+  assert [folder.model_name(s) for s in [(32, 32, 1), (32, 32, 3)]] == [
+      "pooled_cnn", "fruits_net3"]
+  mine = Config(dataset="mnist", model="mnist_cnn", min_steps=10, batch_size=64)
+  assert (mine.model_name((28, 28, 1)), mine.min_steps, mine.batch_size) == (
+      "mnist_cnn", 10, 64)
+
+
+def test_a_workdir_from_before_recipes_resumes_with_its_own(tmp_path, sample):
+  """A config.json without the recipe and early-stopping fields was the paper's recipe
+  (unless it chose its model): it resumes with --recipe=paper and is refused, with a
+  hint, under the new default."""
+  paper = dataclasses.replace(SMALL, recipe="paper", min_steps=0)
+  old = {k: v for k, v in paper.to_dict().items()
+         if k not in ("recipe", "validation_fraction", "patience", "min_steps")}
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  experiment.check_workdir(paper, str(tmp_path), overwrite=False)  # resumes
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(ConfigError, match="another configuration.*--recipe=paper"):
+    experiment.check_workdir(dataclasses.replace(paper, recipe="small_budget"),
+                             str(tmp_path), overwrite=False)
+  chosen = dataclasses.replace(SMALL, model="pooled_cnn")  # the study's explicit flags
+  old = {k: v for k, v in chosen.to_dict().items() if k != "recipe"}
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  experiment.check_workdir(chosen, str(tmp_path), overwrite=False)
+
+
+def test_early_stopping_in_the_loop(tmp_path, sample, monkeypatch):
+  """Held-out labels count in the budget but are not trained on; one compiled round
+  step serves every round; the records say how many steps were taken."""
+  config = dataclasses.replace(SMALL, validation_fraction=0.5, patience=1, min_steps=100,
+                               rounds=3)
+  traces = []
+  fit = protocols.training.fit
+  monkeypatch.setattr(protocols.training, "fit",
+                      lambda *a, **k: (traces.append(k["early_stopping"]), fit(*a, **k))[1])
+  records = _one(experiment.run(config, str(tmp_path), data=sample))
+  assert len(traces) == 1 and traces[0].capacity == config.labels_needed
+  assert [r["num_labeled"] for r in records] == [20, 40, 60]
+  assert all(np.isfinite(r["validation_loss"]) for r in records)
+  # patience 1 stops at the first check without a new low; steps are whole epochs.
+  assert all(50 <= r["train_steps"] <= 100 for r in records)
+  assert any(r["train_steps"] < 100 for r in records)
+
+
 def _damage_latest(workdir):
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                  if d.isdigit())
@@ -416,6 +475,11 @@ run_py = _load_run_py()
      "--ensemble_size > 1 needs --protocol=pool"),
     (["--metric=coreset", "--query_size=100", "--rounds=7"], "7 rounds need 700 labels"),
     (["--min_steps=-5"], "--min_steps must be a non-negative integer"),
+    (["--recipe=fast"], "unknown recipe 'fast'; valid: paper, small_budget"),
+    (["--validation_fraction=1.5"], "--validation_fraction must be in [0, 1)"),
+    (["--validation_fraction=0.2", "--protocol=reselect"],
+     "--validation_fraction needs --protocol=pool"),
+    (["--patience=0"], "--patience must be a positive integer"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, flags, message):
   run_py.FLAGS.unparse_flags()

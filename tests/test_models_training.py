@@ -124,6 +124,55 @@ def test_min_steps_adds_whole_epochs_for_small_labeled_sets():
                    jax.random.key(7))[0].step) == 1
 
 
+def _held_out_loss(state, images, labels, held_out):
+  idx = np.flatnonzero(held_out)
+  return float(training.evaluate(state, images[idx], labels[idx])["test_loss"])
+
+
+def test_early_stopping_keeps_the_best_check_and_stops_after_patience():
+  """Against plain fits of 2, 4, 6, ... epochs (the same trajectory, epoch e from
+  fold_in(key, e)): the held-out loss at every check, the rule applied by hand."""
+  images = _images(200)
+  labels = jnp.asarray(np.random.default_rng(0).integers(0, 10, 200))  # noise: overfits
+  mask = jnp.arange(200) < 60
+  holdout = (jnp.arange(200) % 3 == 0)  # 20 of the 60 labeled held out
+  settings = training.EarlyStopping(capacity=60, check_steps=6, patience=2)
+  state = _state(lr=0.05)
+  key = jax.random.key(3)
+  stopped, metrics = jax.jit(functools.partial(
+      training.fit, epochs=40, batch_size=16, early_stopping=settings))(
+          state, images, labels, mask, key, holdout=holdout)
+  plain = jax.jit(lambda s, e: training.fit(s, images, labels, mask & ~holdout, key,
+                                            epochs=e, batch_size=16))
+  held_out = np.asarray(mask & holdout)
+  best, best_loss, bad, epochs = None, np.inf, 0, 0
+  while epochs < 40 and bad < settings.patience:  # 40 trained: 3 steps per epoch
+    epochs += 2                                   # a check every 6 steps
+    trained, _ = plain(state, jnp.int32(epochs))
+    loss = _held_out_loss(trained, images, labels, held_out)
+    if loss < best_loss:
+      best, best_loss, bad = trained, loss, 0
+    else:
+      bad += 1
+  assert epochs < 40  # it did stop early
+  assert int(metrics["train_steps"]) == 3 * epochs
+  np.testing.assert_allclose(float(metrics["validation_loss"]), best_loss, rtol=1e-5)
+  chex.assert_trees_all_close(stopped.params, best.params, rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_without_held_out_labels_is_plain_training():
+  images, labels = _images(100), jnp.arange(100) % 10
+  mask, holdout = jnp.arange(100) < 40, jnp.arange(100) >= 40  # none of the labeled
+  settings = training.EarlyStopping(capacity=40, check_steps=5, patience=1)
+  a, ma = training.fit(_state(), images, labels, mask, jax.random.key(1), epochs=3,
+                       batch_size=16, holdout=holdout, early_stopping=settings)
+  b, mb = training.fit(_state(), images, labels, mask, jax.random.key(1), epochs=3,
+                       batch_size=16)
+  chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+  assert int(ma["train_steps"]) == int(mb["train_steps"]) == 9
+  assert np.isnan(float(ma["validation_loss"]))
+
+
 def test_pooled_cnn_has_a_small_head():
   model = models.create_model(specs.get("mnist"), 10, model="pooled_cnn")
   state = training.create_train_state(model, jax.random.key(0), (28, 28, 1),
