@@ -17,7 +17,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from al_jax import plotting
+from al_jax import plotting, specs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("runs", "runs/study", "The OUT folder given to experiments/study.sh.")
@@ -141,6 +141,19 @@ def _classes_table(runs: dict[str, list[list[dict]]], pool_labels: np.ndarray) -
   return lines
 
 
+def _queried_table(runs: dict[str, list[list[dict]]], pool_labels: np.ndarray,
+                   class_names: tuple[str, ...]) -> list[str]:
+  """Share of each strategy's queries (all rounds, all seeds) that fell in each class."""
+  lines = ["| strategy | " + " | ".join(class_names) + " |",
+           "|---|" + "---|" * len(class_names)]
+  for label, seed_runs in runs.items():
+    chosen = [i for r in seed_runs for x in r for i in x["selected"] if i >= 0]
+    counts = np.bincount(pool_labels[chosen], minlength=len(class_names))
+    shares = counts / max(counts.sum(), 1)
+    lines.append(f"| {label} | " + " | ".join(f"{v:.0%}" for v in shares) + " |")
+  return lines
+
+
 def _pool_labels(config: dict) -> np.ndarray:
   """The labels of a job's pool, rebuilt from its config.json as run.py built it."""
   from al_jax import config as config_lib, experiment
@@ -239,10 +252,12 @@ def build(runs_dir: str, scale: str, out: str) -> str:
   parts.append("\n".join(_status_lines(jobs)) + "\n")
   parts.append("Commands:\n\n```\n" + "\n".join(c for _, _, c in jobs.values() if c) + "\n```\n")
   by_dataset: dict[str, dict] = {}
+  configs: dict[str, dict] = {}
   for name, (config, runs, _) in jobs.items():
     if name.startswith("mnist_coldstart"):
       continue
     by_dataset.setdefault(config["dataset"], {}).update(runs)
+    configs.setdefault(config["dataset"], config)
   for dataset, runs in by_dataset.items():
     parts.append(f"### {dataset}: labels needed and accuracy at fixed budgets\n")
     parts.append("Labels needed to reach a test accuracy (first round at or above it):\n")
@@ -256,6 +271,10 @@ def build(runs_dir: str, scale: str, out: str) -> str:
       parts.append("\n".join(_reach_table(runs, (round(target, 3),))) + "\n")
     parts.append("Test accuracy at fixed label counts (those within the rounds done):\n")
     parts.append("\n".join(_fixed_table(runs)) + "\n")
+    parts.append("Where the queries went: the share of each strategy's queried images "
+                 "(all rounds and seeds, the initial labels not counted) in each class:\n")
+    parts.append("\n".join(_queried_table(runs, _pool_labels(configs[dataset]),
+                                           specs.get(dataset).class_names)) + "\n")
     png = f"{dataset}_test_accuracy.png"
     _figure(runs, f"{dataset}: pool protocol, 20 class-balanced labels +10 per round",
             os.path.join(figures, png))
