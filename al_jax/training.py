@@ -159,15 +159,26 @@ def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
   return classification_metrics(logits, batch["label"], batch.get("mask"))
 
 
-def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
-  """A random permutation of the labeled indices first, then the rest.  mask: [N] -> [N]."""
+def labeled_order(mask: jax.Array, key: jax.Array, rows: jax.Array | None = None
+                  ) -> jax.Array:
+  """A random permutation of the labeled indices first, then the rest.  mask: [N] -> [N].
+
+  rows: [L] ascending pool indices that hold every labeled one (padding: >= N). Then
+  the same permutation of the labeled ones, as positions in `rows` -> [L]: for images
+  held only at those rows (a pool streamed from disk), with no sort of the whole pool.
+  """
   noise = jax.random.uniform(key, mask.shape)
-  return jnp.argsort(jnp.where(mask, noise, 2.0))
+  if rows is None:
+    return jnp.argsort(jnp.where(mask, noise, 2.0))
+  inside = rows < mask.shape[0]
+  at = jnp.where(inside, rows, 0)
+  return jnp.argsort(jnp.where(mask[at] & inside, noise[at], 2.0))
 
 
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
         key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
-        batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict]:
+        batch_sharding: jax.sharding.Sharding | None = None,
+        rows: jax.Array | None = None) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
   epochs as reach `min_steps` SGD steps (a tiny labeled set still trains enough).
 
@@ -178,14 +189,16 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   tracing within `data_parallel_training()` under a mesh with a "data" axis. Returns
   the state and the mean train loss / accuracy over the last epoch. An ensemble trains
   its members together, vmapped, member m with key fold_in(key, m) (its own batch
-  order and dropout); the metrics are the members' means.
+  order and dropout); the metrics are the members' means. `rows` [L]: images and labels
+  hold only these pool rows (ascending, padding >= N; every labeled one among them), mask
+  stays [N]: the same batches as with the whole pool (`labeled_order`).
   """
   if state.members:
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(state.members))
     state, metrics = state.per_member(
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
                               batch_size=batch_size, min_steps=min_steps,
-                              batch_sharding=batch_sharding), keys)
+                              batch_sharding=batch_sharding, rows=rows), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   num_labeled = jnp.sum(mask, dtype=jnp.int32)
   steps = (num_labeled + batch_size - 1) // batch_size
@@ -194,7 +207,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   def epoch(e, carry):
     state, _ = carry
     order_key, step_key = jax.random.split(jax.random.fold_in(key, e))
-    order = labeled_order(mask, order_key)
+    order = labeled_order(mask, order_key, rows)
 
     def step(i, carry):
       state, sums = carry
