@@ -72,33 +72,45 @@ def _subset(n: int, size: int | None, key: int) -> np.ndarray:
   return np.sort(rng.choice(n, size, replace=False))
 
 
+def subset(dataset: data_lib.Dataset, pool_size: int | None, test_size: int | None
+           ) -> data_lib.Dataset:
+  """The fixed random subsets of the training and test sets that every job (every metric
+  and seed) uses; the arrays themselves (an npy pool stays on disk) where no size is
+  given."""
+  if pool_size is not None and pool_size > len(dataset.train_labels):
+    raise ConfigError(f"--pool_size={pool_size} is larger than the training set "
+                      f"({len(dataset.train_labels)} images); lower it")
+  pick = lambda images, labels, size, key: (images, labels) if size is None else (
+      images[_subset(len(labels), size, key)], labels[_subset(len(labels), size, key)])
+  train = pick(dataset.train_images, dataset.train_labels, pool_size, 0)
+  test = pick(dataset.test_images, dataset.test_labels, test_size, 1)
+  return dataclasses.replace(dataset, train_images=train[0], train_labels=train[1],
+                             test_images=test[0], test_labels=test[1])
+
+
 def prepare_data(config: Config) -> PreparedData:
   """Loads, subsets (the same pool for every metric and seed) and pads the data."""
-  dataset = data_lib.load(config.dataset, config.data_dir, classes=config.classes,
-                          image_size=config.image_size, test_fraction=config.test_fraction)
-  if config.pool_size is not None and config.pool_size > len(dataset.train_labels):
-    raise ConfigError(f"--pool_size={config.pool_size} is larger than the training set "
-                      f"({len(dataset.train_labels)} images); lower it")
-  keep = _subset(len(dataset.train_labels), config.pool_size, key=0)
-  keep_test = _subset(len(dataset.test_labels), config.test_size, key=1)
-  labels = dataset.train_labels[keep]
-  num_pool = len(labels)
+  dataset = subset(data_lib.load(config.dataset, config.data_dir, classes=config.classes,
+                                 image_size=config.image_size,
+                                 test_fraction=config.test_fraction),
+                   config.pool_size, config.test_size)
+  num_pool = len(dataset.train_labels)
   padded = -(-num_pool // config.chunk_size) * config.chunk_size
   pad = padded - num_pool
-  labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-  test = {"images": jnp.asarray(dataset.test_images[keep_test]),
-          "labels": jnp.asarray(dataset.test_labels[keep_test], jnp.int32)}
-  shape = "x".join(map(str, dataset.train_images.shape[1:]))
+  labels = np.concatenate([dataset.train_labels, np.zeros((pad,), dataset.train_labels.dtype)])
+  test = {"images": jnp.asarray(dataset.test_images),
+          "labels": jnp.asarray(dataset.test_labels, jnp.int32)}
   logging.info("%s from %s: %d pool images%s, %d test images, %d classes, images %s",
                config.dataset, dataset.source, num_pool,
                " (streamed from the host each round)" if config.streams_pool else "",
-               len(keep_test), len(dataset.class_names), shape)
+               len(dataset.test_labels), len(dataset.class_names),
+               "x".join(map(str, dataset.train_images.shape[1:])))
   if config.streams_pool:  # the images stay where they are: an npy file is read by rows
     pool = {"labels": labels.astype(np.int32), "valid": np.arange(padded) < num_pool}
     return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source,
-                        streaming.pool_rows(dataset.train_images, keep))
-  images = dataset.train_images[keep]
-  images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                        streaming.pool_rows(dataset.train_images))
+  images = np.concatenate([dataset.train_images,
+                           np.zeros((pad, *dataset.train_images.shape[1:]), np.uint8)])
   pool = {"images": jnp.asarray(images), "labels": jnp.asarray(labels, jnp.int32),
           "valid": jnp.asarray(np.arange(padded) < num_pool)}
   return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source)

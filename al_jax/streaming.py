@@ -22,11 +22,13 @@ Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -54,13 +56,14 @@ class ArrayRows:
     return out
 
 
-def pool_rows(images: np.ndarray, keep: np.ndarray):
+def pool_rows(images: np.ndarray):
   """The row source of a pool: the npy file itself when `images` is a memory map of one
-  and the whole of it is kept, else the kept rows in memory."""
+  (`al_jax.npy_data`), else the images in memory."""
   from al_jax import npy_data  # pylint: disable=import-outside-toplevel  (imports data)
-  if isinstance(images, np.memmap) and len(keep) == images.shape[0]:
+  if isinstance(images, np.memmap) and images.flags.c_contiguous and \
+      images.offset + images.nbytes == os.path.getsize(images.filename):  # the whole file
     return npy_data.PoolFile.of(images)
-  return ArrayRows(np.asarray(images[keep]))
+  return ArrayRows(np.asarray(images))
 
 
 def train_step(protocol: protocols.PoolProtocol):
@@ -129,6 +132,9 @@ class Scorer:
     self.start = num_chunks * p // n * chunk          # this process's rows
     self.stop = num_chunks * (p + 1) // n * chunk
     self._step = jax.jit(self._slab_step)
+    logging.info("process %d of %d streams pool rows %d..%d (of %d), %d at a time on %d "
+                 "device(s)", p, n, self.start, min(self.stop, self.num_pool), self.num_pool,
+                 self.slab_rows, len(devices))
 
   def _slab_step(self, states, labeled, runs, r, slab, start, stop, best):
     """One slab [S, H, W, C] (pool rows start..start+S, those >= stop not ours) into
