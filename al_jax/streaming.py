@@ -23,6 +23,7 @@ Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
 import dataclasses
 import functools
 import os
+import time
 from typing import Any
 
 import jax
@@ -123,7 +124,7 @@ class Scorer:
 
   def __post_init__(self):
     devices = jax.local_devices()
-    chunk = self.protocol.config.chunk_size
+    chunk, self.k = self.protocol.config.chunk_size, self.protocol.config.query_size
     self.mesh = Mesh(np.array(devices), (training.DATA_AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.slab_rows = chunk * len(devices)
@@ -140,7 +141,6 @@ class Scorer:
     """One slab [S, H, W, C] (pool rows start..start+S, those >= stop not ours) into
     every run's best; labeled: [R, L] ascending labeled rows (padding >= N')."""
     self.traces += 1
-    cfg = self.protocol.config
     indices = start + jnp.arange(slab.shape[0], dtype=jnp.int32)
 
     def one(state, labeled_rows, run, best):
@@ -148,8 +148,8 @@ class Scorer:
       score = chunk_scorer(self.protocol.strategies, run["metric"], state, key)
       at = jnp.minimum(jnp.searchsorted(labeled_rows, indices), labeled_rows.shape[0] - 1)
       available = (indices < stop) & (labeled_rows[at] != indices)
-      new = scoring.running_top_k(score, slab, available, k=self.protocol.config.query_size,
-                                  chunk_size=cfg.chunk_size, offset=start)
+      new = scoring.running_top_k(score, slab, available, k=self.k,
+                                  chunk_size=self.protocol.config.chunk_size, offset=start)
       return scoring.merge_top_k(*best, *new)  # best first: lower rows win ties
 
     if self.vmap:
@@ -164,10 +164,10 @@ class Scorer:
     put = lambda x: jax.device_put(x, self.replicated)
     states, labeled, runs = put(states), put(labeled), put(runs)
     num_runs = labeled.shape[0]
-    best = put(tuple(np.broadcast_to(x, (num_runs, *x.shape)).copy()
-                     for x in map(np.asarray, scoring.empty_top_k(self.protocol.config.query_size))))
+    best = put(tuple(np.broadcast_to(x, (num_runs, self.k)).copy()
+                     for x in map(np.asarray, scoring.empty_top_k(self.k))))
     stop = np.int32(min(self.stop, self.num_pool))
-    previous = None
+    previous, started = None, time.perf_counter()
     with jax.set_mesh(self.mesh):
       for start in range(self.start, self.stop, self.slab_rows):
         slab = put(rows.read(start, start + self.slab_rows))
@@ -176,7 +176,12 @@ class Scorer:
         if previous is not None:  # two slabs in flight at most: memory stays flat
           jax.block_until_ready(previous)
         previous = best
-    return jax.tree.map(np.asarray, best)
+    best = jax.tree.map(np.asarray, best)
+    seconds = time.perf_counter() - started
+    rows_scored = max(0, min(self.stop, self.num_pool) - self.start)
+    logging.info("scored %d pool images for %d run(s) in %.1fs (%.0f images/s per run)",
+                 rows_scored, num_runs, seconds, rows_scored / max(seconds, 1e-9))
+    return best
 
 
 def merge_processes(best: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
