@@ -16,7 +16,7 @@ from al_jax import acquisition, batch_acquisition, bayesian, cold_start, metrics
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
 # Settings that do not change what a job computes: a workdir resumes across them.
-RESUMABLE_CHANGES = ("data_dir", "vmap_runs")
+RESUMABLE_CHANGES = ("data_dir", "vmap_runs", "stream_pool")
 _SPEC_DEFAULTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "epochs",
                   "select_batches", "batch_aggregate")
 

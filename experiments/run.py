@@ -97,7 +97,7 @@ flags.DEFINE_enum("stream_pool", "auto", list(config_lib.RUN_LAYOUTS),
                   "Read the pool from the host in chunks each round, so it never sits whole "
                   "on a device or (--dataset=npy) in memory: true, false, or auto = for "
                   "--dataset=npy. Per-image strategies only; results equal the in-memory "
-                  "job's.")
+                  "job's, and a job resumes across it.")
 flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
                      "are split over them, the devices left over split each run's pool "
                      "scoring; results equal one device's.")

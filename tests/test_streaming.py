@@ -3,6 +3,7 @@
 after kill -9; each part compiles once; bad files and strategies that need the whole
 pool get one line; 2 processes each read only their own rows and equal one."""
 
+import dataclasses
 import os
 import signal
 import socket
@@ -136,6 +137,34 @@ def test_each_part_compiles_once_over_many_rounds(tmp_path, npy_dir):
   assert labeled == [[20, 20], [40, 40], [60, 60], [80, 80], [100, 100]]
   assert loop.stream.train.num_compiled == 1 and loop.stream.finish.num_compiled == 1
   assert loop.stream.scorer.traces == 1
+
+
+class Interrupted(Exception):
+  pass
+
+
+def test_a_job_resumes_across_stream_pool(tmp_path, monkeypatch):
+  """The carry is the in-memory one: a streamed job stopped after round 1 continues
+  with the pool in memory and ends as the in-memory job does (and config.json allows
+  the change, as for --vmap_runs)."""
+  config = Config(dataset="mnist", data_dir="sample", metrics=("entropy",), initial_size=20,
+                  query_size=20, rounds=3, epochs_per_round=2, batch_size=32, chunk_size=200,
+                  eval_batch_size=100)
+  whole = experiment.run(config, str(tmp_path / "whole"))
+  log_round = experiment._log_round
+
+  def stop_after_first(*args):
+    log_round(*args)
+    raise Interrupted
+  monkeypatch.setattr(experiment, "_log_round", stop_after_first)
+  streamed = dataclasses.replace(config, stream_pool="true")
+  with pytest.raises(Interrupted):
+    experiment.run(streamed, str(tmp_path / "job"))
+  monkeypatch.setattr(experiment, "_log_round", log_round)
+  resumed = experiment.run(config, str(tmp_path / "job"))
+  strip = lambda runs: [{k: v for k, v in r.items() if k != "round_s"}
+                        for records in runs.values() for r in records]
+  assert len(strip(resumed)) == 3 and strip(resumed) == strip(whole)
 
 
 def _write_npy(folder, **arrays):
