@@ -36,6 +36,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from al_jax import acquisition, bayesian, protocols, scoring, training
 
 
+PROGRESS_EVERY_S = 60  # a line in the log while a long pool pass runs
+
+
 class ArrayRows:
   """Pool images held in host memory, read like an npy `PoolFile`: read(start, stop),
   take(rows), zeros past the end."""
@@ -168,6 +171,7 @@ class Scorer:
                      for x in map(np.asarray, scoring.empty_top_k(self.k))))
     stop = np.int32(min(self.stop, self.num_pool))
     previous, started = None, time.perf_counter()
+    total, said = max(0, min(self.stop, self.num_pool) - self.start), started
     with jax.set_mesh(self.mesh):
       for start in range(self.start, self.stop, self.slab_rows):
         slab = put(rows.read(start, start + self.slab_rows))
@@ -176,11 +180,14 @@ class Scorer:
         if previous is not None:  # two slabs in flight at most: memory stays flat
           jax.block_until_ready(previous)
         previous = best
+        if time.perf_counter() - said > PROGRESS_EVERY_S:
+          said = time.perf_counter()
+          logging.info("scored %d of %d pool images (%.0f images/s per run)",
+                       start - self.start, total, (start - self.start) / (said - started))
     best = jax.tree.map(np.asarray, best)
     seconds = time.perf_counter() - started
-    rows_scored = max(0, min(self.stop, self.num_pool) - self.start)
     logging.info("scored %d pool images for %d run(s) in %.1fs (%.0f images/s per run)",
-                 rows_scored, num_runs, seconds, rows_scored / max(seconds, 1e-9))
+                 total, num_runs, seconds, total / max(seconds, 1e-9))
     return best
 
 
