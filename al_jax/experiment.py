@@ -17,6 +17,10 @@ job resumes on another device count. With several processes (`jax.distributed`),
 compute and write their part of each checkpoint; only process 0 writes results and
 figures.
 
+A pool streamed from the host (`config.streams_pool`, e.g. an npy pool on disk larger
+than memory) runs the pool round in three parts (`_Streamed`, `al_jax.streaming`) on the
+same carry, checkpoints and results.
+
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
 itself for a single run, else <metric>/seed_<s>/), summary.json and, when asked,
