@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, batch_acquisition, cold_start, metrics, models, specs
+from al_jax import acquisition, batch_acquisition, bayesian, cold_start, metrics, models, specs
 
 PROTOCOLS = ("pool", "reselect")
 # Training recipes. "paper": the data set's own model and the authors' batch size, the
@@ -24,7 +24,7 @@ SMALL_BUDGET_MIN_STEPS = 250
 SMALL_BUDGET_BATCH = 32
 RUN_LAYOUTS = ("auto", "true", "false")
 # Settings that do not change what a job computes: a workdir resumes across them.
-RESUMABLE_CHANGES = ("data_dir", "vmap_runs")
+RESUMABLE_CHANGES = ("data_dir", "vmap_runs", "stream_pool")
 _SPEC_DEFAULTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "epochs",
                   "select_batches", "batch_aggregate")
 
@@ -84,6 +84,9 @@ class Config:
   eval_batch_size: int = 1000
   vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
+  stream_pool: str = "auto"           # read the pool from the host in chunks each round
+                                      # ("true"), hold it on device ("false"), or stream
+                                      # an npy pool on disk only ("auto"; al_jax.streaming)
 
   def __post_init__(self):
     try:
@@ -136,6 +139,9 @@ class Config:
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
     _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
+    _check_choice("stream_pool", self.stream_pool, RUN_LAYOUTS)
+    if self.streams_pool:
+      self._check_streamable()
     if self.model is not None:
       _check_choice("model", self.model, tuple(models.MODELS))
     if not 0 < self.test_fraction < 1:
@@ -171,6 +177,25 @@ class Config:
       return self.model
     own = specs.get(self.dataset).model_for(image_shape)
     return "pooled_cnn" if self.recipe == "small_budget" and own == "mnist_cnn" else own
+
+  @property
+  def streams_pool(self) -> bool:
+    """Whether the pool is read from the host chunk by chunk (never whole on a device)."""
+    return self.stream_pool == "true" or (self.stream_pool == "auto" and self.dataset == "npy")
+
+  def _check_streamable(self) -> None:
+    off = "; or pass --stream_pool=false to hold the pool in memory"
+    if self.protocol != "pool":
+      raise ConfigError("a streamed pool needs --protocol=pool (reselect rescores and "
+                        "trains on the whole pool every epoch)" + off)
+    joint = [m for m in self.metrics if m not in metrics.NAMES + bayesian.NAMES]
+    if joint:
+      raise ConfigError(f"--metric={joint[0]} chooses from the whole pool at once, which a "
+                        "streamed pool never holds; use a per-image strategy ("
+                        f"{', '.join(metrics.NAMES + bayesian.NAMES)})" + off)
+    if self.initial_selection is not None:
+      raise ConfigError(f"--initial_selection={self.initial_selection} clusters the whole "
+                        "pool's pixels, which a streamed pool never holds" + off)
 
   @property
   def runs(self) -> tuple[tuple[str, int], ...]:

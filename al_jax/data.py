@@ -141,6 +141,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
                       "*.jpg (and optionally DIR/test/<class>/...)")
     dataset = load_folder(data_dir, image_size=int(image_size),
                           test_fraction=test_fraction, seed=seed)
+  elif name == "npy":
+    from al_jax import npy_data  # pylint: disable=import-outside-toplevel  (imports data)
+    dataset = npy_data.load(data_dir)
   elif name.startswith(specs.TFDS_PREFIX):
     from al_jax import tfds_data  # pylint: disable=import-outside-toplevel  (imports data)
     if not 0.0 < test_fraction < 1.0:

@@ -17,6 +17,10 @@ job resumes on another device count. With several processes (`jax.distributed`),
 compute and write their part of each checkpoint; only process 0 writes results and
 figures.
 
+A pool streamed from the host (`config.streams_pool`, e.g. an npy pool on disk larger
+than memory) runs the pool round in three parts (`_Streamed`, `al_jax.streaming`) on the
+same carry, checkpoints and results.
+
 A workdir holds config.json, checkpoints/ (the stacked carry and the results so far,
 one Orbax step per round, the last three kept), one results.jsonl per run (the workdir
 itself for a single run, else <metric>/seed_<s>/), summary.json and, when asked,
@@ -40,7 +44,7 @@ from absl import logging
 from jax import lax
 
 from al_jax import data as data_lib
-from al_jax import acquisition, protocols, sharding, training
+from al_jax import acquisition, protocols, scoring, sharding, streaming, training
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError, completed
 
@@ -49,12 +53,19 @@ Runs = dict[tuple[str, int], list[dict]]
 
 @dataclasses.dataclass
 class PreparedData:
-  """A dataset on device, the pool padded to a multiple of the scoring chunk."""
+  """A dataset on device, the pool padded to a multiple of the scoring chunk. A streamed
+  pool (`config.streams_pool`) stays on the host: `rows` reads its images
+  (`al_jax.streaming`), and `pool` holds host labels and valid only."""
   pool: dict[str, jax.Array]     # images [N', H, W, C] uint8, labels [N'], valid [N'] bool
   test: dict[str, jax.Array]     # images [M, H, W, C] uint8, labels [M]
   num_pool: int
   class_names: tuple[str, ...]
   source: str                    # where the data came from: one of data.SOURCES
+  rows: Any = None               # streamed: read(start, stop), take(rows) of pool images
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return self.rows.image_shape if self.rows is not None else self.pool["images"].shape[1:]
 
 
 def _subset(n: int, size: int | None, key: int) -> np.ndarray:
@@ -65,28 +76,47 @@ def _subset(n: int, size: int | None, key: int) -> np.ndarray:
   return np.sort(rng.choice(n, size, replace=False))
 
 
+def subset(dataset: data_lib.Dataset, pool_size: int | None, test_size: int | None
+           ) -> data_lib.Dataset:
+  """The fixed random subsets of the training and test sets that every job (every metric
+  and seed) uses; the arrays themselves (an npy pool stays on disk) where no size is
+  given."""
+  if pool_size is not None and pool_size > len(dataset.train_labels):
+    raise ConfigError(f"--pool_size={pool_size} is larger than the training set "
+                      f"({len(dataset.train_labels)} images); lower it")
+  pick = lambda images, labels, size, key: (images, labels) if size is None else (
+      images[_subset(len(labels), size, key)], labels[_subset(len(labels), size, key)])
+  train = pick(dataset.train_images, dataset.train_labels, pool_size, 0)
+  test = pick(dataset.test_images, dataset.test_labels, test_size, 1)
+  return dataclasses.replace(dataset, train_images=train[0], train_labels=train[1],
+                             test_images=test[0], test_labels=test[1])
+
+
 def prepare_data(config: Config) -> PreparedData:
   """Loads, subsets (the same pool for every metric and seed) and pads the data."""
-  dataset = data_lib.load(config.dataset, config.data_dir, classes=config.classes,
-                          image_size=config.image_size, test_fraction=config.test_fraction)
-  if config.pool_size is not None and config.pool_size > len(dataset.train_labels):
-    raise ConfigError(f"--pool_size={config.pool_size} is larger than the training set "
-                      f"({len(dataset.train_labels)} images); lower it")
-  keep = _subset(len(dataset.train_labels), config.pool_size, key=0)
-  keep_test = _subset(len(dataset.test_labels), config.test_size, key=1)
-  images, labels = dataset.train_images[keep], dataset.train_labels[keep]
-  num_pool = len(labels)
+  dataset = subset(data_lib.load(config.dataset, config.data_dir, classes=config.classes,
+                                 image_size=config.image_size,
+                                 test_fraction=config.test_fraction),
+                   config.pool_size, config.test_size)
+  num_pool = len(dataset.train_labels)
   padded = -(-num_pool // config.chunk_size) * config.chunk_size
   pad = padded - num_pool
-  images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-  labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+  labels = np.concatenate([dataset.train_labels, np.zeros((pad,), dataset.train_labels.dtype)])
+  test = {"images": jnp.asarray(dataset.test_images),
+          "labels": jnp.asarray(dataset.test_labels, jnp.int32)}
+  logging.info("%s from %s: %d pool images%s, %d test images, %d classes, images %s",
+               config.dataset, dataset.source, num_pool,
+               " (streamed from the host each round)" if config.streams_pool else "",
+               len(dataset.test_labels), len(dataset.class_names),
+               "x".join(map(str, dataset.train_images.shape[1:])))
+  if config.streams_pool:  # the images stay where they are: an npy file is read by rows
+    pool = {"labels": labels.astype(np.int32), "valid": np.arange(padded) < num_pool}
+    return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source,
+                        streaming.pool_rows(dataset.train_images))
+  images = np.concatenate([dataset.train_images,
+                           np.zeros((pad, *dataset.train_images.shape[1:]), np.uint8)])
   pool = {"images": jnp.asarray(images), "labels": jnp.asarray(labels, jnp.int32),
           "valid": jnp.asarray(np.arange(padded) < num_pool)}
-  test = {"images": jnp.asarray(dataset.test_images[keep_test]),
-          "labels": jnp.asarray(dataset.test_labels[keep_test], jnp.int32)}
-  logging.info("%s from %s: %d pool images, %d test images, %d classes, images %s",
-               config.dataset, dataset.source, num_pool, len(keep_test),
-               len(dataset.class_names), "x".join(map(str, images.shape[1:])))
   return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source)
 
 
@@ -177,14 +207,17 @@ def use_vmap(vmap_runs: str) -> bool:
   return {"true": True, "false": False}.get(vmap_runs, jax.default_backend() != "cpu")
 
 
-def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
+def mapped_round_step(protocol: protocols.Protocol, vmap: bool, round_step=None):
   """round_step over stacked runs: (carry [R, ...], data, runs [R]) -> (carry, metrics [R]).
 
   runs["key"] holds the runs' root keys as key data (uint32 [R, 2]), so that it can be
-  placed on a mesh like any array."""
+  placed on a mesh like any array. `round_step` (carry, data, run) -> (carry, metrics):
+  the protocol's unless given (a part of a streamed round, `al_jax.streaming`)."""
+  round_step = round_step or protocol.round_step
+
   def step(carry: dict, data: dict, runs: dict) -> tuple[dict, dict]:
     runs = {**runs, "key": jax.random.wrap_key_data(runs["key"])}
-    one = lambda c, run: protocol.round_step(c, data, run)
+    one = lambda c, run: round_step(c, data, run)
     if vmap:
       return jax.vmap(one)(carry, runs)
     return lax.map(lambda c_run: one(*c_run), (carry, runs))
@@ -192,10 +225,10 @@ def mapped_round_step(protocol: protocols.Protocol, vmap: bool):
 
 
 def laid_out_round_step(protocol: protocols.Protocol, vmap: bool,
-                        layout: sharding.Layout | None):
+                        layout: sharding.Layout | None, round_step=None):
   """`mapped_round_step` on `layout`: each "runs" group maps over its own runs
   (`shard_map` over "runs" only, "data" left to XLA); metrics come back replicated."""
-  step = mapped_round_step(protocol, vmap)
+  step = mapped_round_step(protocol, vmap, round_step)
   if layout is None or layout.runs_devices == 1:
     return step
 
@@ -213,17 +246,19 @@ def laid_out_round_step(protocol: protocols.Protocol, vmap: bool,
 class RoundProgram:
   """A protocol and its mapped round step, compiled ahead of time once per argument
   signature (shapes, dtypes, placements), so that compilation is timed apart from the
-  rounds and a resumed job reuses the executable. `layout` None: one device."""
+  rounds and a resumed job reuses the executable. `layout` None: one device.
+  `round_step`: another step than the protocol's (`mapped_round_step`)."""
 
   def __init__(self, protocol: protocols.Protocol, vmap: bool,
-               layout: sharding.Layout | None = None):
+               layout: sharding.Layout | None = None, round_step=None):
     self.protocol = protocol
     self.layout = layout
     out_shardings = None
     if layout is not None:
       P = jax.sharding.PartitionSpec
       out_shardings = (layout.sharding(P(sharding.RUNS)), layout.sharding(P()))
-    self._jitted = jax.jit(laid_out_round_step(protocol, vmap, layout), donate_argnums=0,
+    self._jitted = jax.jit(laid_out_round_step(protocol, vmap, layout, round_step),
+                           donate_argnums=0,
                            out_shardings=out_shardings)
     self._executables = {}
 
@@ -296,10 +331,9 @@ class RoundLoop:
     self.runs = runs = config.runs
     self.layout = layout = sharding.plan(len(runs), devices, data_parallel_training)
     logging.info("%d run(s) on %s", len(runs), layout.describe())
+    vmap, on_mesh = use_vmap(config.vmap_runs), layout if layout.num_devices > 1 else None
     self.program = round_program(static_config(config), len(data.class_names),
-                                 tuple(data.pool["images"].shape[1:]), data.num_pool,
-                                 use_vmap(config.vmap_runs),
-                                 layout if layout.num_devices > 1 else None)
+                                 tuple(data.image_shape), data.num_pool, vmap, on_mesh)
     self.protocol = self.program.protocol
     first_carry = {seed: self.protocol.initial_carry(seed, data.pool) for seed in config.seeds}
     self.initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
@@ -312,6 +346,11 @@ class RoundLoop:
                                     "metric": _pad_rows(metric_indices, layout.padded_runs)},
                                    jax.sharding.PartitionSpec(sharding.RUNS))
     self.step_data = {"pool": data.pool, "test": data.test}
+    self.stream = None
+    if data.rows is not None:  # a streamed pool: the round in three parts (al_jax.streaming)
+      self.stream = _Streamed(self.protocol, data, vmap, on_mesh, len(runs),
+                              {"key": keys, "metric": metric_indices})
+      self.step_data = {"test": data.test, "stop": self.stream.stop_set}
     self.results: list[list[dict]] = [[] for _ in runs]
     self.next_round = 0
     self._step = None
@@ -337,8 +376,12 @@ class RoundLoop:
     steps reuse it, so new arrays in `carry` or `step_data` must keep their shapes."""
     if self._step is None:
       self.carry, self.step_data = self._placed()
-      self._step, compile_s = self.program.executable(self.carry, self.step_data,
-                                                      self.run_inputs)
+      if self.stream is not None:
+        self._step, compile_s = self.stream.compile(self.carry, self._train_data(),
+                                                    self.run_inputs)
+      else:
+        self._step, compile_s = self.program.executable(self.carry, self.step_data,
+                                                        self.run_inputs)
       if compile_s:
         logging.info("compiled the round step of %d run(s) in %.1fs", len(self.runs),
                      compile_s)
@@ -351,12 +394,22 @@ class RoundLoop:
     step = self.compile()
     self.carry, self.step_data = self._placed()
     t = time.perf_counter()
-    self.carry, round_metrics = jax.block_until_ready(
-        step(self.carry, self.step_data, self.run_inputs))
+    if self.stream is not None:
+      self.carry, round_metrics = self.stream.step(
+          step, self.carry, self._train_data(), self.run_inputs, self.layout,
+          round_index=self.next_round, query=self.next_round + 1 < self.protocol.num_rounds)
+    else:
+      self.carry, round_metrics = jax.block_until_ready(
+          step(self.carry, self.step_data, self.run_inputs))
     seconds = time.perf_counter() - t
     values = jax.tree.map(lambda x: sharding.local_value(x)[:len(self.runs)], round_metrics)
     _check_finite(values["train_loss"], self.runs, self.next_round)
     return values, seconds
+
+  def _train_data(self) -> dict:
+    """A streamed round's training data: step_data and the runs' labeled images."""
+    return self.layout.place({**self.step_data, "labeled": self.stream.labeled(self.carry)},
+                             jax.sharding.PartitionSpec())
 
   def save(self, records: list[dict], *, wait: bool = False) -> None:
     """Appends one record per run, advances `next_round` and checkpoints (asynchronously
@@ -371,6 +424,59 @@ class RoundLoop:
 
   def close(self) -> None:
     self.checkpointer.close()
+
+
+class _Streamed:
+  """The parts of a round on a streamed pool (`al_jax.streaming`): the compiled training
+  and labeling steps over the stacked runs (as `RoundProgram`s, on the job's layout),
+  and the process-local scorer of this process's range of the pool between them."""
+
+  def __init__(self, protocol: protocols.PoolProtocol, data: PreparedData, vmap: bool,
+               layout: sharding.Layout | None, num_runs: int, runs: dict[str, np.ndarray]):
+    cfg, padded = protocol.config, len(data.pool["valid"])
+    self.data, self.num_runs, self.runs = data, num_runs, runs
+    self.train = RoundProgram(protocol, vmap, layout, streaming.train_step(protocol))
+    self.finish = RoundProgram(protocol, vmap, layout, streaming.finish_step(protocol))
+    self.scorer = streaming.Scorer(protocol, vmap, data.num_pool, padded)
+    self.k = cfg.query_size
+    self.per_run = min(cfg.labels_needed, padded)          # labeled rows of one run, at most
+    self.buffer = min(num_runs * cfg.labels_needed, padded)  # of all runs together
+    stop = protocols.stop_set_size(padded, cfg.chunk_size)
+    self.stop_set = {"images": data.rows.read(0, stop), "valid": data.pool["valid"][:stop]}
+    self._rows = None
+
+  def labeled(self, carry: dict) -> dict:
+    """The runs' labeled images, the union of their labeled rows (`labeled_buffer`)."""
+    self._rows = streaming.local_copy(
+        streaming.labeled_rows(carry["labeled"], size=self.per_run), self.num_runs)
+    return streaming.labeled_buffer(self._rows, self.buffer, self.data.pool["labels"],
+                                    self.data.rows)
+
+  def _best_inputs(self, run_inputs: dict, best: tuple, layout: sharding.Layout) -> dict:
+    best = tuple(_pad_rows(np.asarray(x), layout.padded_runs) for x in best)
+    return layout.place({**run_inputs, "best": best}, jax.sharding.PartitionSpec(sharding.RUNS))
+
+  def compile(self, carry, train_data, run_inputs) -> tuple[dict, float]:
+    train, train_s = self.train.executable(carry, train_data, run_inputs)
+    return {"train": train, "finish": None}, train_s
+
+  def step(self, compiled: dict, carry, train_data, run_inputs, layout: sharding.Layout, *,
+           round_index: int, query: bool) -> tuple[dict, dict]:
+    """Round `round_index`: train and evaluate, score the pool (unless `query` is False:
+    the last round queries nothing), label the selection."""
+    carry, metrics = compiled["train"](carry, train_data, run_inputs)
+    if query:
+      states = streaming.local_copy(carry["train_state"], self.num_runs)
+      best = streaming.merge_processes(self.scorer.top_k(
+          states, self._rows, self.runs, round_index, self.data.rows))
+    else:
+      best = tuple(np.broadcast_to(np.asarray(x), (self.num_runs, self.k))
+                   for x in scoring.empty_top_k(self.k))
+    inputs = self._best_inputs(run_inputs, best, layout)
+    if compiled["finish"] is None:
+      compiled["finish"], _ = self.finish.executable(carry, {}, inputs)
+    carry, selected = compiled["finish"](carry, {}, inputs)
+    return jax.block_until_ready((carry, {**metrics, **selected}))
 
 
 def run(config: Config, workdir: str, *, overwrite: bool = False,

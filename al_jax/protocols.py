@@ -69,6 +69,11 @@ def initial_labeled(labels: np.ndarray, valid: np.ndarray, size: int, seed_key: 
   return mask
 
 
+def stop_set_size(pool_rows: int, chunk_size: int) -> int:
+  """Images in the stop set: STOP_SET_SIZE rounded up to whole chunks, at most the pool."""
+  return min(pool_rows, -(-STOP_SET_SIZE // chunk_size) * chunk_size)
+
+
 def prediction_change(before: training.TrainState, after: training.TrainState,
                       images: jax.Array, valid: jax.Array, *, chunk_size: int) -> jax.Array:
   """Share of the valid images whose predicted class differs between two models.
@@ -150,18 +155,8 @@ class PoolProtocol(Protocol):
         capacity=min(n, cfg.labels_needed), patience=cfg.patience)}
 
   def round_step(self, carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
-    cfg, pool, r = self.config, data["pool"], carry["round"]
-    state = previous = carry["train_state"]
-    if not cfg.keep_training:
-      state = self.init_state(stream_key(run["key"], INIT, r))
-    state, train_metrics = training.fit(
-        state, pool["images"], pool["labels"], carry["labeled"],
-        stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
-        batch_size=cfg.batch_size, min_steps=cfg.min_steps,
-        **self._early_stopping(run, pool["valid"].shape[0]))
-    stop_set = min(pool["valid"].shape[0], -(-STOP_SET_SIZE // cfg.chunk_size) * cfg.chunk_size)
-    changed = prediction_change(previous, state, pool["images"][:stop_set],
-                                pool["valid"][:stop_set], chunk_size=cfg.chunk_size)
+    pool, r = data["pool"], carry["round"]
+    state, round_metrics = self.train_round(carry, data, run)
     strategy = acquisition.choose(self.strategies, run["metric"])
     available = pool["valid"] & ~carry["labeled"]
     selection = lax.cond(
@@ -169,13 +164,44 @@ class PoolProtocol(Protocol):
         lambda: strategy(state, pool["images"], available, stream_key(run["key"], QUERY, r),
                          carry["labeled"]),
         lambda: acquisition.nothing(self._k))
-    round_metrics = {**train_metrics, **self.evaluate(state, data["test"]),
-                     "num_labeled": jnp.sum(carry["labeled"], dtype=jnp.int32),
-                     "epoch": (r + 1) * cfg.epochs_per_round, "selected": selection.indices,
-                     "pool_changed": changed}
-    carry = {"train_state": state, "round": r + 1,
+    return self.end_round(carry, state, selection, round_metrics)
+
+  def train_round(self, carry: dict, data: dict, run: dict
+                  ) -> tuple[training.TrainState, dict]:
+    """Trains on the labeled set and evaluates: (new state, round metrics but "selected").
+
+    data["pool"] is the whole pool; a pool streamed from disk (`al_jax.streaming`) gives
+    instead data["labeled"] = {"images" [L,H,W,C], "labels" [L], "rows" [L]}, the
+    labeled images and their pool rows, and data["stop"] = {"images", "valid"}.
+    """
+    cfg, r = self.config, carry["round"]
+    state = previous = carry["train_state"]
+    if not cfg.keep_training:
+      state = self.init_state(stream_key(run["key"], INIT, r))
+    train = data["labeled"] if "labeled" in data else data["pool"]
+    state, train_metrics = training.fit(
+        state, train["images"], train["labels"], carry["labeled"],
+        stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
+        batch_size=cfg.batch_size, min_steps=cfg.min_steps, rows=train.get("rows"),
+        **self._early_stopping(run, carry["labeled"].shape[0]))
+    stop = data["stop"] if "stop" in data else self.stop_set(data["pool"])
+    changed = prediction_change(previous, state, stop["images"], stop["valid"],
+                                chunk_size=cfg.chunk_size)
+    return state, {**train_metrics, **self.evaluate(state, data["test"]),
+                   "num_labeled": jnp.sum(carry["labeled"], dtype=jnp.int32),
+                   "epoch": (r + 1) * cfg.epochs_per_round, "pool_changed": changed}
+
+  def stop_set(self, pool: dict) -> dict:
+    """The first pool images (STOP_SET_SIZE, rounded up to whole chunks): images, valid."""
+    size = stop_set_size(pool["valid"].shape[0], self.config.chunk_size)
+    return {"images": pool["images"][:size], "valid": pool["valid"][:size]}
+
+  def end_round(self, carry: dict, state: training.TrainState,
+                selection: acquisition.Selection, round_metrics: dict) -> tuple[dict, dict]:
+    """The next carry (the selection labeled) and the round's metrics with "selected"."""
+    carry = {"train_state": state, "round": carry["round"] + 1,
              "labeled": acquisition.labeled_after(carry["labeled"], selection)}
-    return carry, round_metrics
+    return carry, {**round_metrics, "selected": selection.indices}
 
 
 def batch_selection(scores: jax.Array, valid: jax.Array, key: jax.Array, *, batch_size: int,

@@ -65,6 +65,8 @@ SPECS: dict[str, DatasetSpec] = {
         learning_rate=0.005, momentum=0.9, weight_decay=8e-4, epochs=20, select_batches=20,
         batch_aggregate="mean"),
 }
+# A pool on disk as .npy files (`al_jax.npy_data`), which a job can stream: like a folder.
+SPECS["npy"] = dataclasses.replace(SPECS["folder"], name="npy")
 NAMES: tuple[str, ...] = tuple(SPECS)
 
 # Any TensorFlow Datasets image-classification set, "tfds:NAME" (`al_jax.tfds_data`):

@@ -160,10 +160,20 @@ def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
   return classification_metrics(logits, batch["label"], batch.get("mask"))
 
 
-def labeled_order(mask: jax.Array, key: jax.Array) -> jax.Array:
-  """A random permutation of the labeled indices first, then the rest.  mask: [N] -> [N]."""
+def labeled_order(mask: jax.Array, key: jax.Array, rows: jax.Array | None = None
+                  ) -> jax.Array:
+  """A random permutation of the labeled indices first, then the rest.  mask: [N] -> [N].
+
+  rows: [L] ascending pool indices that hold every labeled one (padding: >= N). Then
+  the same permutation of the labeled ones, as positions in `rows` -> [L]: for images
+  held only at those rows (a pool streamed from disk), with no sort of the whole pool.
+  """
   noise = jax.random.uniform(key, mask.shape)
-  return jnp.argsort(jnp.where(mask, noise, 2.0))
+  if rows is None:
+    return jnp.argsort(jnp.where(mask, noise, 2.0))
+  inside = rows < mask.shape[0]
+  at = jnp.where(inside, rows, 0)
+  return jnp.argsort(jnp.where(mask[at] & inside, noise[at], 2.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,8 +193,8 @@ class EarlyStopping:
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
         key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
         batch_sharding: jax.sharding.Sharding | None = None,
-        holdout: jax.Array | None = None, early_stopping: EarlyStopping | None = None
-        ) -> tuple[TrainState, dict]:
+        rows: jax.Array | None = None, holdout: jax.Array | None = None,
+        early_stopping: EarlyStopping | None = None) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
   epochs as reach `min_steps` SGD steps (a tiny labeled set still trains enough).
 
@@ -195,7 +205,9 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   tracing within `data_parallel_training()` under a mesh with a "data" axis. Returns
   the state and the mean train loss / accuracy over the last epoch. An ensemble trains
   its members together, vmapped, member m with key fold_in(key, m) (its own batch
-  order and dropout); the metrics are the members' means.
+  order and dropout); the metrics are the members' means. `rows` [L]: images and labels
+  hold only these pool rows (ascending, padding >= N; every labeled one among them), mask
+  stays [N]: the same batches as with the whole pool (`labeled_order`).
 
   holdout: [N] bool, with `early_stopping`: the labeled images where it is True are not
   trained on but held out for early stopping (none held out: plain training). The
@@ -207,7 +219,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
     state, metrics = state.per_member(
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
                               batch_size=batch_size, min_steps=min_steps,
-                              batch_sharding=batch_sharding, holdout=holdout,
+                              batch_sharding=batch_sharding, rows=rows, holdout=holdout,
                               early_stopping=early_stopping), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   if early_stopping is not None:  # (all labels held out: train on them, no stopping)
@@ -221,7 +233,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   def epoch(e, carry):
     state, _ = carry
     order_key, step_key = jax.random.split(jax.random.fold_in(key, e))
-    order = labeled_order(mask, order_key)
+    order = labeled_order(mask, order_key, rows)
 
     def step(i, carry):
       state, sums = carry
@@ -245,6 +257,9 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
     state, (loss_sum, acc_sum) = lax.fori_loop(0, epochs, epoch, (state, (zero, zero)))
     return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f,
                    "train_steps": epochs * steps}
+  if rows is not None:  # held-out images as positions in `rows`
+    inside = rows < held_out.shape[0]
+    held_out = held_out[jnp.where(inside, rows, 0)] & inside
   state, (loss_sum, acc_sum), done, best_loss = _fit_early_stopping(
       state, epoch, epochs, steps, images, labels, held_out, early_stopping)
   return state, {"train_loss": loss_sum / steps_f, "train_accuracy": acc_sum / steps_f,
@@ -254,7 +269,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
 def _fit_early_stopping(state, epoch, epochs, steps, images, labels, held_out,
                         settings: EarlyStopping):
   """fit's epoch loop with early stopping: (state with the best parameters, last
-  epoch's sums, epochs done, lowest held-out loss)."""
+  epoch's sums, epochs done, lowest held-out loss). held_out: a mask over `images`."""
   idx = jnp.nonzero(held_out, size=settings.capacity, fill_value=0)[0]
   num_held_out = jnp.sum(held_out, dtype=jnp.int32)
   valid = jnp.arange(settings.capacity) < num_held_out

@@ -37,7 +37,8 @@ flags.DEFINE_string("data_dir", None, "Local data folder (or root holding <datas
                     f"'sample' for the shipped sample; default ${data_lib.DATA_DIR_ENV}, "
                     "else the packaged MNIST (mnist), else a download into the cache. "
                     "--dataset=folder: DIR/train/<class>/*.jpg (and DIR/test/<class>/). "
-                    "--dataset=tfds:NAME: TFDS's data_dir (default TFDS's own).")
+                    "--dataset=tfds:NAME: TFDS's data_dir (default TFDS's own). "
+                    "--dataset=npy: DIR/pool_images.npy and the rest (docs/DATA.md).")
 flags.DEFINE_string("classes", None, "Class subset, e.g. 0,1 or apple,banana (binary tasks).")
 flags.DEFINE_integer("image_size", 32, "Fruits-360, folder and tfds images are resized to "
                      "this size.")
@@ -104,6 +105,11 @@ flags.DEFINE_enum("vmap_runs", "auto", list(config_lib.RUN_LAYOUTS),
                   "one after another in the same program (false). auto = vmap on GPU/TPU, "
                   "not on CPU, where XLA runs the stacked convolutions slower "
                   "(docs/BENCHMARKS.md). Results are the same; a job resumes across it.")
+flags.DEFINE_enum("stream_pool", "auto", list(config_lib.RUN_LAYOUTS),
+                  "Read the pool from the host in chunks each round, so it never sits whole "
+                  "on a device or (--dataset=npy) in memory: true, false, or auto = for "
+                  "--dataset=npy. Per-image strategies only; results equal the in-memory "
+                  "job's, and a job resumes across it.")
 flags.DEFINE_integer("devices", 0, "Devices to use (0: all of jax.devices()). Several runs "
                      "are split over them, the devices left over split each run's pool "
                      "scoring; results equal one device's.")
@@ -163,7 +169,8 @@ def main(argv):
       weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size,
       mc_samples=FLAGS.mc_samples, ensemble_size=FLAGS.ensemble_size,
       batch_configs=FLAGS.batch_configs, stochastic_mode=FLAGS.stochastic_mode,
-      stochastic_beta=FLAGS.stochastic_beta, vmap_runs=FLAGS.vmap_runs)
+      stochastic_beta=FLAGS.stochastic_beta, vmap_runs=FLAGS.vmap_runs,
+      stream_pool=FLAGS.stream_pool)
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset.replace(':', '_')}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:
     raise config_lib.ConfigError("--keep_checkpoints must be >= 0 (0 keeps all)")

@@ -1,0 +1,235 @@
+"""The pool protocol's round on a pool streamed from the host, for pools larger than memory.
+
+The round of `protocols.PoolProtocol` in three parts, so that the pool's images are
+never all on a device, nor (read from an npy file, `al_jax.npy_data`) in host memory:
+
+1. `train_step`: one compiled step over the stacked runs, as the in-memory round
+   step's training and evaluation, on the labeled images only: every run's labeled
+   rows, read from the pool into a buffer of fixed size (`labeled_buffer`), with
+   `training.fit(rows=...)` drawing exactly the batches of the whole pool's fit.
+2. `Scorer`: each process reads only its own contiguous range of the pool, a slab (one
+   chunk per local device) at a time, and one compiled step scores the slab for every
+   run and merges it into the runs' running top-k; the processes' lists are gathered
+   and merged (`merge_processes`). Each image has its in-memory key (fold_in of its pool
+   index) and is scored in a chunk of the same size, and ties go to the lower pool index
+   at every merge, so the selection is the in-memory one.
+3. `finish_step`: one compiled step labels the selection (`PoolProtocol.end_round`).
+
+The carry (model, labeled mask [N], round) is the in-memory carry, so checkpoints and
+resume are unchanged. Only per-image strategies stream (the paper's scorers, the
+Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
+"""
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from al_jax import acquisition, bayesian, protocols, scoring, training
+
+
+PROGRESS_EVERY_S = 60  # a line in the log while a long pool pass runs
+
+
+class ArrayRows:
+  """Pool images held in host memory, read like an npy `PoolFile`: read(start, stop),
+  take(rows), zeros past the end."""
+
+  def __init__(self, images: np.ndarray):
+    self.images = images
+    self.num_rows, self.image_shape = images.shape[0], tuple(images.shape[1:])
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    out = np.zeros((stop - start, *self.image_shape), np.uint8)
+    part = self.images[start:min(stop, self.num_rows)]
+    out[:len(part)] = part
+    return out
+
+  def take(self, rows: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(rows), *self.image_shape), np.uint8)
+    inside = rows < self.num_rows
+    out[inside] = self.images[rows[inside]]
+    return out
+
+
+def pool_rows(images: np.ndarray):
+  """The row source of a pool: the npy file itself when `images` is a memory map of one
+  (`al_jax.npy_data`), else the images in memory."""
+  from al_jax import npy_data  # pylint: disable=import-outside-toplevel  (imports data)
+  if isinstance(images, np.memmap) and images.flags.c_contiguous and \
+      images.offset + images.nbytes == os.path.getsize(images.filename):  # the whole file
+    return npy_data.PoolFile.of(images)
+  return ArrayRows(np.asarray(images))
+
+
+def train_step(protocol: protocols.PoolProtocol):
+  """(carry, data, run) -> (carry with the trained model, round metrics but "selected");
+  data = {"labeled": {"images", "labels", "rows"}, "stop": {...}, "test": {...}}."""
+  def step(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+    state, metrics = protocol.train_round(carry, data, run)
+    return {**carry, "train_state": state}, metrics
+  return step
+
+
+def finish_step(protocol: protocols.PoolProtocol):
+  """(carry, data, run) -> (next carry, {"selected"}); run["best"] = (scores [k], indices
+  [k]), the run's merged top-k (-inf: none)."""
+  def step(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+    scores, indices = run["best"]
+    selection = acquisition.Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
+    return protocol.end_round(carry, carry["train_state"], selection, {})
+  return step
+
+
+def streamable(strategy: acquisition.Acquisition) -> bool:
+  """Whether a strategy ranks images by a per-image score (so it can stream)."""
+  return isinstance(strategy, (acquisition.TopK, acquisition.SampledTopK))
+
+
+def chunk_scorer(strategies, index: jax.Array, state: training.TrainState, key: jax.Array):
+  """score(images [B, H, W, C], pool indices [B]) -> [B]: what strategies[index] (a
+  traced index) ranks by, the score of its in-memory running top-k."""
+  def scorer(s):
+    if isinstance(s, acquisition.TopK):
+      return lambda images, indices: scoring.score_images(state, images, indices,
+                                                          s.metric_index, key)
+    return lambda images, indices: bayesian.get(s.name)(
+        scoring.sample_log_probs(state, images, key, s.num_samples))
+  chosen = acquisition.choose(strategies, index)
+  if isinstance(chosen, acquisition.TopK):  # the paper's scorers, fused
+    return scorer(chosen)
+  scorers = [scorer(s) for s in strategies]
+  return lambda images, indices: lax.switch(index, scorers, images, indices)
+
+
+@dataclasses.dataclass
+class Scorer:
+  """Scores this process's range of the pool for every run: `top_k(...)` -> (scores
+  [R, k], indices [R, k]), the runs' best over the range, after `slab_rows`-image slabs.
+
+  One compiled step per slab (`traces` counts its traces: 1 for a whole job), mapped
+  over the runs (`vmap` or `lax.map`); with several local devices each takes one chunk
+  of the slab (a "data" mesh), exactly as one device would score it.
+  """
+  protocol: protocols.PoolProtocol
+  vmap: bool
+  num_pool: int           # real pool images (rows >= num_pool are padding)
+  padded: int             # rows of the padded pool, N'
+  traces: int = 0
+
+  def __post_init__(self):
+    devices = jax.local_devices()
+    chunk, self.k = self.protocol.config.chunk_size, self.protocol.config.query_size
+    self.mesh = Mesh(np.array(devices), (training.DATA_AXIS,))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.slab_rows = chunk * len(devices)
+    num_chunks = self.padded // chunk
+    p, n = jax.process_index(), jax.process_count()
+    self.start = num_chunks * p // n * chunk          # this process's rows
+    self.stop = num_chunks * (p + 1) // n * chunk
+    self._step = jax.jit(self._slab_step)
+    logging.info("process %d of %d streams pool rows %d..%d (of %d), %d at a time on %d "
+                 "device(s)", p, n, self.start, min(self.stop, self.num_pool), self.num_pool,
+                 self.slab_rows, len(devices))
+
+  def _slab_step(self, states, labeled, runs, r, slab, start, stop, best):
+    """One slab [S, H, W, C] (pool rows start..start+S, those >= stop not ours) into
+    every run's best; labeled: [R, L] ascending labeled rows (padding >= N')."""
+    self.traces += 1
+    indices = start + jnp.arange(slab.shape[0], dtype=jnp.int32)
+
+    def one(state, labeled_rows, run, best):
+      key = protocols.stream_key(jax.random.wrap_key_data(run["key"]), protocols.QUERY, r)
+      score = chunk_scorer(self.protocol.strategies, run["metric"], state, key)
+      at = jnp.minimum(jnp.searchsorted(labeled_rows, indices), labeled_rows.shape[0] - 1)
+      available = (indices < stop) & (labeled_rows[at] != indices)
+      new = scoring.running_top_k(score, slab, available, k=self.k,
+                                  chunk_size=self.protocol.config.chunk_size, offset=start)
+      return scoring.merge_top_k(*best, *new)  # best first: lower rows win ties
+
+    if self.vmap:
+      return jax.vmap(one)(states, labeled, runs, best)
+    return lax.map(lambda args: one(*args), (states, labeled, runs, best))
+
+  def top_k(self, states, labeled: np.ndarray, runs: dict, r: int, rows) -> tuple:
+    """The runs' best (scores [R, k], indices [R, k]) over this process's range.
+
+    states: the runs' trained models [R, ...]; labeled [R, L]; runs: host arrays
+    {"key": key data [R, 2], "metric": [R]}; rows: the pool's row source."""
+    put = lambda x: jax.device_put(x, self.replicated)
+    states, labeled, runs = put(states), put(labeled), put(runs)
+    num_runs = labeled.shape[0]
+    best = put(tuple(np.broadcast_to(x, (num_runs, self.k)).copy()
+                     for x in map(np.asarray, scoring.empty_top_k(self.k))))
+    stop = np.int32(min(self.stop, self.num_pool))
+    previous, started = None, time.perf_counter()
+    total, said = max(0, min(self.stop, self.num_pool) - self.start), started
+    with jax.set_mesh(self.mesh):
+      for start in range(self.start, self.stop, self.slab_rows):
+        slab = put(rows.read(start, start + self.slab_rows))
+        best = self._step(states, labeled, runs, np.int32(r), slab, np.int32(start), stop,
+                          best)
+        if previous is not None:  # two slabs in flight at most: memory stays flat
+          jax.block_until_ready(previous)
+        previous = best
+        if time.perf_counter() - said > PROGRESS_EVERY_S:
+          said = time.perf_counter()
+          logging.info("scored %d of %d pool images (%.0f images/s per run)",
+                       start - self.start, total, (start - self.start) / (said - started))
+    best = jax.tree.map(np.asarray, best)
+    seconds = time.perf_counter() - started
+    logging.info("scored %d pool images for %d run(s) in %.1fs (%.0f images/s per run)",
+                 total, num_runs, seconds, total / max(seconds, 1e-9))
+    return best
+
+
+def merge_processes(best: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Every process's (scores [R, k], indices [R, k]) merged into the whole pool's, the
+  same on every process: in process order, which is pool order, so ties go to the lower
+  pool index as on one process."""
+  if jax.process_count() == 1:
+    return best
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  scores, indices = multihost_utils.process_allgather(best)  # [P, R, k] each
+  merged = (scores[0], indices[0])
+  for p in range(1, scores.shape[0]):
+    merged = jax.vmap(scoring.merge_top_k)(*merged, scores[p], indices[p])
+  return tuple(np.asarray(x) for x in merged)
+
+
+def local_copy(tree: Any, num_runs: int) -> Any:
+  """The first num_runs rows of global arrays [R', ...] (split over processes or not),
+  as host arrays on this process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    tree = multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(lambda x: np.asarray(x)[:num_runs], tree)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def labeled_rows(labeled: jax.Array, size: int) -> jax.Array:
+  """Each run's labeled pool rows, ascending, padded with N'.  [R, N'] -> [R, size]."""
+  n = labeled.shape[1]
+  return jax.vmap(lambda m: jnp.nonzero(m, size=size, fill_value=n)[0].astype(jnp.int32))(
+      labeled)
+
+
+def labeled_buffer(rows_per_run: np.ndarray, size: int, pool_labels: np.ndarray,
+                   rows) -> dict[str, np.ndarray]:
+  """The union of the runs' labeled rows as a fixed-size training buffer: {"images"
+  [size, H, W, C], "labels" [size], "rows" [size] ascending, padded with N'}."""
+  padded = len(pool_labels)
+  union = np.unique(rows_per_run[rows_per_run < padded])
+  buffer_rows = np.full(size, padded, np.int32)
+  buffer_rows[:len(union)] = union
+  labels = np.zeros(size, np.int32)
+  labels[:len(union)] = pool_labels[union]
+  return {"images": rows.take(buffer_rows), "labels": labels, "rows": buffer_rows}
