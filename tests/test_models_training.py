@@ -160,6 +160,26 @@ def test_early_stopping_keeps_the_best_check_and_stops_after_patience():
   chex.assert_trees_all_close(stopped.params, best.params, rtol=1e-4, atol=1e-5)
 
 
+def test_early_stopping_on_labeled_rows_equals_the_whole_pool():
+  """A streamed pool trains on the labeled rows only (`rows`): same batches, same
+  held-out images, same stopping as with the whole pool in memory."""
+  images = _images(200)
+  labels = jnp.asarray(np.random.default_rng(0).integers(0, 10, 200))
+  mask, holdout = jnp.arange(200) < 60, jnp.arange(200) % 3 == 0
+  rows = jnp.concatenate([jnp.arange(60), jnp.full(4, 200)])  # padding: >= N
+  at = jnp.minimum(rows, 199)
+  settings = training.EarlyStopping(capacity=60, check_steps=6, patience=2)
+  fit = functools.partial(training.fit, epochs=40, batch_size=16, early_stopping=settings)
+  whole, mw = jax.jit(fit)(_state(lr=0.05), images, labels, mask, jax.random.key(3),
+                           holdout=holdout)
+  part, mp = jax.jit(fit)(_state(lr=0.05), images[at], labels[at], mask, jax.random.key(3),
+                          holdout=holdout, rows=rows)
+  assert int(mw["train_steps"]) == int(mp["train_steps"]) < 3 * 40
+  np.testing.assert_allclose(float(mw["validation_loss"]), float(mp["validation_loss"]),
+                             rtol=1e-5)
+  chex.assert_trees_all_close(whole.params, part.params, rtol=1e-4, atol=1e-5)
+
+
 def test_early_stopping_without_held_out_labels_is_plain_training():
   images, labels = _images(100), jnp.arange(100) % 10
   mask, holdout = jnp.arange(100) < 40, jnp.arange(100) >= 40  # none of the labeled
