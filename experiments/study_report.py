@@ -25,6 +25,18 @@ flags.DEFINE_string("scale", "small", "The SCALE the study ran at (a subfolder o
 flags.DEFINE_string("out", "docs", "Where label_efficiency.md, RESULTS.md and figures/ are.")
 
 START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
+
+
+def markers(scale: str) -> tuple[str, str]:
+  """The section markers in RESULTS.md of a SCALE (small keeps the first ones)."""
+  if scale == "small":
+    return START, END
+  return f"<!-- label-efficiency-{scale}:start -->", f"<!-- label-efficiency-{scale}:end -->"
+
+
+def section_file(scale: str) -> str:
+  """The file (under --out) that holds a SCALE's section on its own."""
+  return "label_efficiency.md" if scale == "small" else f"label_efficiency_{scale}.md"
 # (workdir, what it is) in the order of experiments/study.sh.
 JOBS = [("mnist_headline", "MNIST, random, smallest margin and BADGE (SCALE=full first)"),
         ("mnist_core", "MNIST, main strategies"), ("mnist_rest", "MNIST, the other strategies"),
@@ -303,7 +315,7 @@ def build(runs_dir: str, scale: str, out: str) -> str:
     parts.append("\n".join(_fixed_table(cold)) + "\n")
     first = next(v[0] for name, v in jobs.items() if name.startswith("mnist_coldstart"))
     parts.append("\n".join(_classes_table(cold, _pool_labels(first))) + "\n")
-  notes = os.path.join(out, "label_efficiency_notes.md")  # prose, by hand, from the tables
+  notes = os.path.join(out, section_file(scale).replace(".md", "_notes.md"))  # by hand
   if os.path.exists(notes):
     parts.append(open(notes).read())
   return "\n".join(parts)
@@ -316,24 +328,26 @@ def _figure_changed(runs, path: str) -> None:
                          "MNIST: prediction change between rounds", path)
 
 
-def splice(text: str, section: str) -> str:
-  """`text` with the part between START and END (or the end of it) set to `section`."""
-  block = f"{START}\n{section.rstrip()}\n{END}\n"
-  if START in text and END in text:
-    head, rest = text.split(START, 1)
-    return head + block + rest.split(END, 1)[1].lstrip("\n")
+def splice(text: str, section: str, scale: str = "small") -> str:
+  """`text` with the part between the scale's markers (or the end of it) set to
+  `section`."""
+  start, end = markers(scale)
+  block = f"{start}\n{section.rstrip()}\n{end}\n"
+  if start in text and end in text:
+    head, rest = text.split(start, 1)
+    return head + block + rest.split(end, 1)[1].lstrip("\n")
   return text.rstrip("\n") + "\n\n" + block
 
 
 def main(argv):
   del argv
   section = build(FLAGS.runs, FLAGS.scale, FLAGS.out)
-  with open(os.path.join(FLAGS.out, "label_efficiency.md"), "w") as f:
+  with open(os.path.join(FLAGS.out, section_file(FLAGS.scale)), "w") as f:
     f.write(section.rstrip() + "\n")
   path = os.path.join(FLAGS.out, "RESULTS.md")
   text = open(path).read() if os.path.exists(path) else "# Results\n"
   with open(path, "w") as f:
-    f.write(splice(text, section))
+    f.write(splice(text, section, FLAGS.scale))
   print(path)
 
 

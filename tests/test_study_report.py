@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
@@ -40,6 +41,10 @@ def test_splice_replaces_the_section_or_appends_it():
   assert once == "# Results\n\nintro\n\n" + study_report.START + "\nA\n" + study_report.END + "\n"
   again = study_report.splice(once + "after\n", "B")
   assert "A" not in again and "\nB\n" in again and again.endswith("after\n")
+  both = study_report.splice(again, "C", "full")  # its own markers, after the first
+  assert both.startswith(again.rstrip("\n")) and "\nB\n" in both
+  assert both.endswith("<!-- label-efficiency-full:start -->\nC\n"
+                       "<!-- label-efficiency-full:end -->\n")
 
 
 def test_section_from_workdirs(tmp_path):
@@ -48,14 +53,20 @@ def test_section_from_workdirs(tmp_path):
           ("random", 1): ([0.70, 0.85, 0.91], [0.9, 0.01, 0.01]),
           ("bald", 0): ([0.80, 0.95, 0.97, 0.98], [0.9, 0.2, 0.3, 0.2]),
           ("bald", 1): ([0.82, 0.96, 0.97, 0.99], [0.9, 0.2, 0.1, 0.3])}
+  config = {"dataset": "mnist", "data_dir": "sample", "metrics": ["random", "bald"],
+            "seeds": [0, 1], "rounds": 11, "ensemble_size": 1, "model": "pooled_cnn"}
+  labels = study_report._pool_labels(config)
+  # Queries (one a round, none after the last): random only 0s; bald 1, 2, 1, 2, ...
+  ones, twos = np.flatnonzero(labels == 1)[:3], np.flatnonzero(labels == 2)[:3]
+  queried = {"random": np.flatnonzero(labels == 0), "bald": np.stack([ones, twos], 1).ravel()}
   for (metric, seed), (acc, changed) in runs.items():
     folder = job / metric / f"seed_{seed}"
     folder.mkdir(parents=True)
-    (folder / "results.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in _records(acc, changed, metric, seed)))
-  (job / "config.json").write_text(json.dumps(
-      {"dataset": "mnist", "metrics": ["random", "bald"], "seeds": [0, 1], "rounds": 11,
-       "ensemble_size": 1, "model": "pooled_cnn"}))
+    records = _records(acc, changed, metric, seed)
+    for i, r in enumerate(records):
+      r["selected"] = [-1] if i == len(records) - 1 else [int(queried[metric][i])]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  (job / "config.json").write_text(json.dumps(config))
   (job / "command.txt").write_text("python experiments/run.py --metric=random,bald\n")
   out = tmp_path / "docs"
   text = study_report.build(str(tmp_path), "small", str(out))
@@ -70,6 +81,9 @@ def test_section_from_workdirs(tmp_path):
   assert "| random (n=2) | 0.750 +- 0.050 | 0.920 +- 0.010 |" in text  # 20 and 40 labels
   # Stop at 2 rounds in a row <= 5%: both random seeds at round 2 (40 labels), nothing saved.
   # (1%: only seed 1 stops, at 40 labels too.)
+  assert "| random | 100% | 0% | 0% | 0% | 0% | 0% | 0% | 0% | 0% | 0% |" in text
+  # bald cut to 3 rounds: 1, 2, 1 per seed (its 4th round's query left out).
+  assert "| bald | 0% | 67% | 33% | 0% | 0% | 0% | 0% | 0% | 0% | 0% |" in text
   cell = "stop at 40 labels, save 0, give up +0.000"
   assert f"| random | 2/2 {cell} | 2/2 {cell} | 1/2 {cell} |" in text
   assert "| bald | 0/2 stop | 0/2 stop | 0/2 stop |" in text
