@@ -234,7 +234,11 @@ def test_two_processes_stream_their_own_rows_and_equal_one(tmp_path, npy_dir):
   """2 processes x 2 CPU devices on 127.0.0.1: each reads and scores only its half of
   the pool's chunks, the top-k lists are merged with a collective, and the job equals
   one process holding the pool in memory."""
-  flags = ["--dataset=npy", f"--data_dir={npy_dir}", "--metric=entropy", "--rounds=3", *TINY]
+  # Two short epochs a round (--min_steps=0): a process with 2 forced devices rounds
+  # otherwise than one with 1, and the recipe's 250 steps would grow that into other
+  # selections (as in tests/test_devices.py).
+  flags = ["--dataset=npy", f"--data_dir={npy_dir}", "--metric=entropy", "--rounds=3",
+           "--min_steps=0", *TINY]
   one = _cli(*flags, "--stream_pool=false", "--devices=1", f"--workdir={tmp_path / 'one'}",
              devices=2)
   assert one.returncode == 0, one.stderr[-3000:]
