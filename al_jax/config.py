@@ -148,7 +148,7 @@ class Config:
       raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
                 "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size",
-                "mc_samples", "ensemble_size", "batch_configs"]
+                "mc_samples", "ensemble_size", "batch_configs", "patience"]
     for name in positive + ["pool_size", "test_size"]:
       value = getattr(self, name)
       if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -162,9 +162,6 @@ class Config:
                         f"{self.validation_fraction}")
     if self.validation_fraction and self.protocol != "pool":
       raise ConfigError("--validation_fraction needs --protocol=pool")
-    if isinstance(self.patience, bool) or not isinstance(self.patience, int) or \
-        self.patience <= 0:
-      raise ConfigError(f"--patience must be a positive integer, got {self.patience!r}")
     if self.learning_rate <= 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
     if self.weight_decay < 0:
