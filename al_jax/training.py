@@ -192,7 +192,6 @@ class EarlyStopping:
 
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
         key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
-        batch_sharding: jax.sharding.Sharding | None = None,
         rows: jax.Array | None = None, holdout: jax.Array | None = None,
         early_stopping: EarlyStopping | None = None) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
@@ -200,9 +199,9 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
 
   images: [N, H, W, C] uint8; labels: [N]; mask: [N] bool with at least one True.
   The number of steps per epoch, ceil(sum(mask) / batch_size), is a traced value, so
-  the compiled loop serves every labeled-set size. `batch_sharding` (see
-  al_jax.sharding) splits every batch over devices for data-parallel training, as does
-  tracing within `data_parallel_training()` under a mesh with a "data" axis. Returns
+  the compiled loop serves every labeled-set size. Tracing within
+  `data_parallel_training()` under a mesh with a "data" axis splits every batch over its
+  devices (data-parallel training). Returns
   the state and the mean train loss / accuracy over the last epoch. An ensemble trains
   its members together, vmapped, member m with key fold_in(key, m) (its own batch
   order and dropout); the metrics are the members' means. `rows` [L]: images and labels
@@ -219,7 +218,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
     state, metrics = state.per_member(
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
                               batch_size=batch_size, min_steps=min_steps,
-                              batch_sharding=batch_sharding, rows=rows, holdout=holdout,
+                              rows=rows, holdout=holdout,
                               early_stopping=early_stopping), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   if early_stopping is not None:  # (all labels held out: train on them, no stopping)
@@ -240,9 +239,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       positions = (i * batch_size + jnp.arange(batch_size)) % num_labeled
       idx = order[positions]
       batch = {"image": images[idx], "label": labels[idx]}
-      if batch_sharding is not None:
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      elif _SPLIT_BATCHES.get():
+      if _SPLIT_BATCHES.get():
         batch = split_over_data_axis(batch)
       state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
       return state, (sums[0] + m["loss"], sums[1] + m["accuracy"])
