@@ -118,9 +118,6 @@ def normalize(images: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]
   return (x - jnp.asarray(mean, jnp.float32) * 255.0) / (jnp.asarray(std, jnp.float32) * 255.0)
 
 
-STAGES = ("all", "trunk", "head")
-
-
 def _dropout(rate: float, train: bool, mc_dropout: bool, name: str) -> nn.Dropout:
   """Dropout while training; with `mc_dropout` also at inference, one mask for the whole
   batch (broadcast over axis 0), so every image of a pass sees the same network."""
@@ -128,26 +125,23 @@ def _dropout(rate: float, train: bool, mc_dropout: bool, name: str) -> nn.Dropou
                     broadcast_dims=(0,) if mc_dropout and not train else (), name=name)
 
 
-def _dense_head(x: jax.Array, num_classes: int, dtype: jnp.dtype, train: bool,
-                mc_dropout: bool, with_penultimate: bool):
-  """Drop.25-Dense128-ReLU-Drop.5-Dense C, the head of MnistCNN and PooledCNN, called
-  inside their compact __call__ (so its layers, named as before, are theirs)."""
-  x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
-  x = x.reshape(x.shape[0], -1)
-  x = nn.relu(nn.Dense(128, dtype=dtype, name="Dense_0")(x))
-  x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
-  logits = nn.Dense(num_classes, dtype=jnp.float32, name="Dense_1")(x)
-  return (logits, x) if with_penultimate else logits
+def _batch_norm(train: bool, dtype: jnp.dtype, name: str) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
 
 
-class MnistCNN(nn.Module):
-  """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C.
+class TrunkHeadCNN(nn.Module):
+  """A CNN in two parts: a deterministic trunk (uint8 images -> features) and a head
+  (features -> logits) that holds every dropout layer.
 
-  stage: "all" (uint8 images -> logits), "trunk" (images -> the features before the
-  first dropout, deterministic) or "head" (those features -> logits), so that Monte
-  Carlo dropout runs the trunk once and only the head once per sample.
-  with_penultimate: also return the input of the last dense layer, (logits [B, C],
-  penultimate [B, D]), the embedding that core-set and BADGE use.
+  __call__(x, train, *, stage, mc_dropout, with_penultimate):
+    stage: "all" (uint8 images [B, H, W, C] -> logits [B, C]), "trunk" (images -> the
+    features before the first dropout) or "head" (those features -> logits), so Monte
+    Carlo dropout runs the trunk once and only the head once per sample;
+    mc_dropout: dropout also at inference, one mask per pass (`_dropout`);
+    with_penultimate: also return the input of the last dense layer, (logits [B, C],
+    penultimate [B, D]), the embedding that core-set and BADGE use.
+  A subclass defines `trunk(x, train)` on normalised float images and
+  `head(x, train, mc_dropout) -> (logits, penultimate)`; its layers are named.
   """
   num_classes: int
   mean: tuple[float, ...] = (0.5,)
@@ -157,43 +151,56 @@ class MnistCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
                mc_dropout: bool = False, with_penultimate: bool = False):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     dtype=self.dtype, name=name)
     if stage != "head":
-      x = normalize(x, self.mean, self.std)
-      x = Conv(32, dtype=self.dtype, name="Conv_0")(x)
-      x = norm("BatchNorm_0")(nn.relu(x))
-      x = Conv(64, dtype=self.dtype, name="Conv_1")(x)
-      x = norm("BatchNorm_1")(nn.relu(x))
-      x = max_pool_2x2(x)
+      x = self.trunk(normalize(x, self.mean, self.std), train)
       if stage == "trunk":
         return x
-    return _dense_head(x, self.num_classes, self.dtype, train, mc_dropout, with_penultimate)
+    logits, penultimate = self.head(x, train, mc_dropout)
+    return (logits, penultimate) if with_penultimate else logits
+
+  def trunk(self, x: jax.Array, train: bool) -> jax.Array:
+    raise NotImplementedError
+
+  def head(self, x: jax.Array, train: bool, mc_dropout: bool) -> tuple[jax.Array, jax.Array]:
+    raise NotImplementedError
 
 
-class FruitsNet3(nn.Module):
-  """The authors' "Net3": three convs with batch norm, two pools, three dense layers.
+class _DenseHeadCNN(TrunkHeadCNN):
+  """The head Drop.25-Dense128-ReLU-Drop.5-Dense C of MnistCNN and PooledCNN."""
 
-  stage, with_penultimate: as in MnistCNN; the trunk is the first convolution and its
-  batch norm.
-  """
-  num_classes: int
+  def head(self, x, train, mc_dropout):
+    x = _dropout(0.25, train, mc_dropout, "Dropout_0")(x)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(128, dtype=self.dtype, name="Dense_0")(x))
+    x = _dropout(0.5, train, mc_dropout, "Dropout_1")(x)
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_1")(x), x
+
+
+class MnistCNN(_DenseHeadCNN):
+  """Conv32-ReLU-BN-Conv64-ReLU-BN-MaxPool-Drop.25-Dense128-ReLU-Drop.5-Dense C (the
+  paper's MNIST CNN); the trunk is everything before the first dropout."""
+
+  def trunk(self, x, train):
+    x = Conv(32, dtype=self.dtype, name="Conv_0")(x)
+    x = _batch_norm(train, self.dtype, "BatchNorm_0")(nn.relu(x))
+    x = Conv(64, dtype=self.dtype, name="Conv_1")(x)
+    x = _batch_norm(train, self.dtype, "BatchNorm_1")(nn.relu(x))
+    return max_pool_2x2(x)
+
+
+class FruitsNet3(TrunkHeadCNN):
+  """The authors' "Net3": three convs with batch norm, two pools, three dense layers;
+  the trunk is the first convolution and its batch norm."""
   mean: tuple[float, ...] = (0.5, 0.5, 0.5)
   std: tuple[float, ...] = (0.5, 0.5, 0.5)
-  dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
-               mc_dropout: bool = False, with_penultimate: bool = False):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     dtype=self.dtype, name=name)
+  def trunk(self, x, train):
+    x = Conv(28, padding=1, dtype=self.dtype, name="Conv_0")(x)
+    return _batch_norm(train, self.dtype, "BatchNorm_0")(nn.relu(x))
+
+  def head(self, x, train, mc_dropout):
+    norm = lambda name: _batch_norm(train, self.dtype, name)
     drop = lambda rate, name: _dropout(rate, train, mc_dropout, name)
-    if stage != "head":
-      x = normalize(x, self.mean, self.std)
-      x = Conv(28, padding=1, dtype=self.dtype, name="Conv_0")(x)
-      x = norm("BatchNorm_0")(nn.relu(x))
-      if stage == "trunk":
-        return x
     x = drop(0.2, "Dropout_0")(x)
     x = Conv(35, padding=1, dtype=self.dtype, name="Conv_1")(x)
     x = max_pool_2x2(norm("BatchNorm_1")(nn.relu(x)))
@@ -202,38 +209,22 @@ class FruitsNet3(nn.Module):
     x = drop(0.2, "Dropout_1")(x.reshape(x.shape[0], -1))
     x = drop(0.3, "Dropout_2")(nn.relu(nn.Dense(100, dtype=self.dtype, name="Dense_0")(x)))
     x = norm("BatchNorm_3")(nn.relu(nn.Dense(30, dtype=self.dtype, name="Dense_1")(x)))
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_2")(x)
-    return (logits, x) if with_penultimate else logits
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name="Dense_2")(x), x
 
 
-class PooledCNN(nn.Module):
+class PooledCNN(_DenseHeadCNN):
   """Conv32(5x5)-BN-ReLU-MaxPool-Conv64(5x5)-BN-ReLU-MaxPool-Drop.25-Dense128-ReLU-
   Drop.5-Dense C: pooling after each convolution keeps the dense head small (1,024 wide
   on 28x28 images, against MnistCNN's 9,216), as the CNNs of the Bayesian active
   learning literature do (Gal, Islam & Ghahramani 2017; Kirsch et al. 2019), for tiny
-  labeled sets; and Monte Carlo dropout passes, which repeat the head, are cheap.
+  labeled sets; and Monte Carlo dropout passes, which repeat the head, are cheap. The
+  trunk is both convolutions."""
 
-  stage, with_penultimate: as in MnistCNN; the trunk is both convolutions.
-  """
-  num_classes: int
-  mean: tuple[float, ...] = (0.5,)
-  std: tuple[float, ...] = (0.5,)
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool, *, stage: str = "all",
-               mc_dropout: bool = False, with_penultimate: bool = False):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     dtype=self.dtype, name=name)
-    if stage != "head":
-      x = normalize(x, self.mean, self.std)
-      x = Conv(32, kernel_size=(5, 5), dtype=self.dtype, name="Conv_0")(x)
-      x = max_pool_2x2(nn.relu(norm("BatchNorm_0")(x)))
-      x = Conv(64, kernel_size=(5, 5), dtype=self.dtype, name="Conv_1")(x)
-      x = max_pool_2x2(nn.relu(norm("BatchNorm_1")(x)))
-      if stage == "trunk":
-        return x
-    return _dense_head(x, self.num_classes, self.dtype, train, mc_dropout, with_penultimate)
+  def trunk(self, x, train):
+    x = Conv(32, kernel_size=(5, 5), dtype=self.dtype, name="Conv_0")(x)
+    x = max_pool_2x2(nn.relu(_batch_norm(train, self.dtype, "BatchNorm_0")(x)))
+    x = Conv(64, kernel_size=(5, 5), dtype=self.dtype, name="Conv_1")(x)
+    return max_pool_2x2(nn.relu(_batch_norm(train, self.dtype, "BatchNorm_1")(x)))
 
 
 MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3, "pooled_cnn": PooledCNN}
