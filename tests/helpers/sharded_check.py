@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from al_jax import data, metrics, models, scoring, sharding, specs, training
+from al_jax import datasets, metrics, models, scoring, sharding, specs, training
 
 
 def main():
   devices = jax.devices()
   mesh = sharding.data_mesh()
-  dataset = data.load("mnist", "sample")
+  dataset = datasets.load("mnist", "sample")
   images = jnp.asarray(dataset.train_images[:480])
   labels = jnp.asarray(dataset.train_labels[:480])
   model = models.create_model(specs.get("mnist"), 10)
