@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_jax import datasets
+from al_jax import datasets, specs
+from al_jax.config import Config
 from al_jax.datasets import download, fruits360, idx, image_files
 
 SAMPLE_MNIST = os.path.join(datasets.SAMPLE_DIR, "mnist")
@@ -375,6 +376,48 @@ def test_env_var(monkeypatch, tmp_path):
 def test_bad_arguments(no_env, kwargs, match):
   with pytest.raises(datasets.DataError, match=match):
     datasets.load(data_dir="sample", **kwargs)
+
+
+def test_a_registered_source_is_found_by_name(no_env, monkeypatch):
+  """A source registered from outside the package is loaded, described and configured
+  by its name like a built-in one; one that gives its pool's rows streams by default."""
+  monkeypatch.setattr(datasets.base, "_SOURCES", dict(datasets.base._SOURCES))
+  sample = datasets.load("mnist", "sample")
+  calls = []
+
+  def load(name, data_dir, *, image_size, test_fraction, seed):
+    calls.append((name, data_dir, image_size, test_fraction, seed))
+    return dataclasses.replace(sample, name=name, source="mine")
+
+  datasets.register(datasets.Source("my_digits", load, datasets.own_data_spec("my_digits"),
+                                    rows=lambda images: ("rows", images.shape)))
+  ds = datasets.load("my_digits", "here", classes="3,5", image_size=8)
+  assert calls == [("my_digits", "here", 8, 0.2, 0)]
+  assert ds.class_names == ("3", "5") and ds.source == "mine"
+  assert np.bincount(ds.train_labels).tolist() == [SAMPLE_MNIST_TRAIN_COUNTS[3],
+                                                   SAMPLE_MNIST_TRAIN_COUNTS[5]]
+  assert ds.pool_rows() == ("rows", (110, 28, 28, 1)) and sample.pool_rows() is None
+  assert "my_digits" in datasets.names() and "my_digits, tfds:NAME" in datasets.names_help()
+  assert specs.get("my_digits").name == "my_digits" and specs.get("my_digits").batch_size == 64
+  assert Config(dataset="my_digits").streams_pool
+  assert not Config(dataset="my_digits", stream_pool="false").streams_pool
+  assert Config(dataset="npy").streams_pool and not Config(dataset="mnist").streams_pool
+  with pytest.raises(ValueError, match="needs a help line"):
+    datasets.register(datasets.Source("mine:", load, datasets.own_data_spec("mine:")))
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+  path = tmp_path / "f.txt"
+  with datasets.atomic_write(path) as f:
+    f.write("one")
+  with pytest.raises(RuntimeError, match="stop"):
+    with datasets.atomic_write(path) as f:
+      f.write("two")
+      raise RuntimeError("stop")
+  assert path.read_text() == "one" and os.listdir(tmp_path) == ["f.txt"]
+  with datasets.atomic_write(path, "wb") as f:
+    f.write(b"three")
+  assert path.read_bytes() == b"three" and os.listdir(tmp_path) == ["f.txt"]
 
 
 def test_dataset_is_frozen(no_env):
