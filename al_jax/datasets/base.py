@@ -90,7 +90,7 @@ class Dataset:
   def pool_rows(self) -> Any:
     """The pool images read where the source stores them, by rows (`read(start, stop)`,
     `take(rows)`; e.g. an npy file on disk), or None when they are only in memory."""
-    source = _SOURCES.get(self.name) or _family(self.name)
+    source = _lookup(self.name)
     if source is None or source.rows is None:
       return None
     return source.rows(self.train_images)
@@ -141,8 +141,13 @@ def register(source: Source) -> Source:
   return source
 
 
-def _family(name: str) -> Source | None:
-  prefix, colon, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+def _lookup(name: str) -> Source | None:
+  """The source registered as `name`, else the family of "PREFIX:NAME", else None."""
+  if not isinstance(name, str):
+    return None
+  if name in _SOURCES and not name.endswith(":"):
+    return _SOURCES[name]
+  prefix, colon, rest = name.partition(":")
   return _SOURCES.get(prefix + colon) if colon and rest else None
 
 
@@ -160,8 +165,7 @@ def names_help() -> str:
 
 def source(name: str) -> Source:
   """The source of data set `name`; DataError when none is registered."""
-  found = _SOURCES.get(name) if isinstance(name, str) and not name.endswith(":") else None
-  found = found or _family(name)
+  found = _lookup(name)
   if found is None:
     raise DataError(f"unknown data set {name!r}; choose one of {names_help()}")
   return found
@@ -204,6 +208,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
 
 
 def check_test_fraction(test_fraction: float) -> None:
+  """DataError unless 0 < test_fraction < 1 (for sources that split off a test set)."""
   if not 0.0 < test_fraction < 1.0:
     raise DataError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
 

@@ -11,10 +11,10 @@
 `load` opens the pool images as a read-only memory map (nothing is read yet); a job
 that streams its pool (`al_jax.streaming`; the default here, since this source gives
 its pool's rows: `rows`) then reads them in row ranges with `PoolFile`, by positioned
-reads rather than through the map, so the pages read stay in
-the page cache and never count as the process's memory. `write` exports any loaded
-data set, `tile_to` repeating its pool up to a given size (the scale runs), written
-block by block, so neither needs the pool in memory.
+reads rather than through the map, so the pages read stay in the page cache and never
+count as the process's memory. `write` exports any loaded data set, `tile_to` repeating
+its pool up to a given size (the scale runs), written block by block, so neither needs
+the pool in memory.
 """
 
 import os
