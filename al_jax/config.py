@@ -11,7 +11,8 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, batch_acquisition, bayesian, cold_start, metrics, models, specs
+from al_jax import (acquisition, batch_acquisition, bayesian, cold_start, datasets, metrics,
+                    models, specs)
 
 PROTOCOLS = ("pool", "reselect")
 # Training recipes. "paper": the data set's own model and the authors' batch size, the
@@ -86,7 +87,8 @@ class Config:
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
   stream_pool: str = "auto"           # read the pool from the host in chunks each round
                                       # ("true"), hold it on device ("false"), or stream
-                                      # an npy pool on disk only ("auto"; al_jax.streaming)
+                                      # only a pool its source gives by rows, e.g. npy
+                                      # ("auto"; al_jax.streaming)
 
   def __post_init__(self):
     try:
@@ -178,7 +180,8 @@ class Config:
   @property
   def streams_pool(self) -> bool:
     """Whether the pool is read from the host chunk by chunk (never whole on a device)."""
-    return self.stream_pool == "true" or (self.stream_pool == "auto" and self.dataset == "npy")
+    return self.stream_pool == "true" or (self.stream_pool == "auto" and
+                                          datasets.source(self.dataset).streams)
 
   def _check_streamable(self) -> None:
     off = "; or pass --stream_pool=false to hold the pool in memory"

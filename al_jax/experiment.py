@@ -43,8 +43,7 @@ import numpy as np
 from absl import logging
 from jax import lax
 
-from al_jax import data as data_lib
-from al_jax import acquisition, protocols, scoring, sharding, streaming, training
+from al_jax import acquisition, datasets, protocols, scoring, sharding, streaming, training
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import RESUMABLE_CHANGES, Config, ConfigError, completed
 
@@ -60,7 +59,7 @@ class PreparedData:
   test: dict[str, jax.Array]     # images [M, H, W, C] uint8, labels [M]
   num_pool: int
   class_names: tuple[str, ...]
-  source: str                    # where the data came from: one of data.SOURCES
+  source: str                    # where the data came from: Dataset.source
   rows: Any = None               # streamed: read(start, stop), take(rows) of pool images
 
   @property
@@ -76,8 +75,8 @@ def _subset(n: int, size: int | None, key: int) -> np.ndarray:
   return np.sort(rng.choice(n, size, replace=False))
 
 
-def subset(dataset: data_lib.Dataset, pool_size: int | None, test_size: int | None
-           ) -> data_lib.Dataset:
+def subset(dataset: datasets.Dataset, pool_size: int | None, test_size: int | None
+           ) -> datasets.Dataset:
   """The fixed random subsets of the training and test sets that every job (every metric
   and seed) uses; the arrays themselves (an npy pool stays on disk) where no size is
   given."""
@@ -94,9 +93,9 @@ def subset(dataset: data_lib.Dataset, pool_size: int | None, test_size: int | No
 
 def prepare_data(config: Config) -> PreparedData:
   """Loads, subsets (the same pool for every metric and seed) and pads the data."""
-  dataset = subset(data_lib.load(config.dataset, config.data_dir, classes=config.classes,
-                                 image_size=config.image_size,
-                                 test_fraction=config.test_fraction),
+  dataset = subset(datasets.load(config.dataset, config.data_dir, classes=config.classes,
+                                image_size=config.image_size,
+                                test_fraction=config.test_fraction),
                    config.pool_size, config.test_size)
   num_pool = len(dataset.train_labels)
   padded = -(-num_pool // config.chunk_size) * config.chunk_size
@@ -109,10 +108,10 @@ def prepare_data(config: Config) -> PreparedData:
                " (streamed from the host each round)" if config.streams_pool else "",
                len(dataset.test_labels), len(dataset.class_names),
                "x".join(map(str, dataset.train_images.shape[1:])))
-  if config.streams_pool:  # the images stay where they are: an npy file is read by rows
+  if config.streams_pool:  # the images stay where they are (e.g. an npy file, read by rows)
     pool = {"labels": labels.astype(np.int32), "valid": np.arange(padded) < num_pool}
     return PreparedData(pool, test, num_pool, dataset.class_names, dataset.source,
-                        streaming.pool_rows(dataset.train_images))
+                        streaming.pool_rows(dataset))
   images = np.concatenate([dataset.train_images,
                            np.zeros((pad, *dataset.train_images.shape[1:]), np.uint8)])
   pool = {"images": jnp.asarray(images), "labels": jnp.asarray(labels, jnp.int32),

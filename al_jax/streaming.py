@@ -1,7 +1,7 @@
 """The pool protocol's round on a pool streamed from the host, for pools larger than memory.
 
 The round of `protocols.PoolProtocol` in three parts, so that the pool's images are
-never all on a device, nor (read from an npy file, `al_jax.npy_data`) in host memory:
+never all on a device, nor (read from an npy file, `al_jax.datasets.npy`) in host memory:
 
 1. `train_step`: one compiled step over the stacked runs, as the in-memory round
    step's training and evaluation, on the labeled images only: every run's labeled
@@ -22,7 +22,6 @@ Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
 
 import dataclasses
 import functools
-import os
 import time
 from typing import Any
 
@@ -60,14 +59,12 @@ class ArrayRows:
     return out
 
 
-def pool_rows(images: np.ndarray):
-  """The row source of a pool: the npy file itself when `images` is a memory map of one
-  (`al_jax.npy_data`), else the images in memory."""
-  from al_jax import npy_data  # pylint: disable=import-outside-toplevel  (imports data)
-  if isinstance(images, np.memmap) and images.flags.c_contiguous and \
-      images.offset + images.nbytes == os.path.getsize(images.filename):  # the whole file
-    return npy_data.PoolFile.of(images)
-  return ArrayRows(np.asarray(images))
+def pool_rows(dataset):
+  """The row source of a data set's pool: the source's own where it gives one
+  (`Dataset.pool_rows`, e.g. the npy file on disk, `al_jax.datasets.npy`), else the
+  images in memory."""
+  rows = dataset.pool_rows()
+  return rows if rows is not None else ArrayRows(np.asarray(dataset.train_images))
 
 
 def train_step(protocol: protocols.PoolProtocol):

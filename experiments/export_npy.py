@@ -6,15 +6,15 @@ r"""Writes a data set as an npy folder, the pool that run.py can stream from dis
 
 Any data set run.py loads (--dataset, --data_dir, --classes, --image_size, --pool_size
 and --test_size as there); --tile_to repeats the pool up to that many images. Layout:
-al_jax.npy_data and docs/DATA.md.
+al_jax.datasets.npy and docs/DATA.md.
 """
 
 import sys
 
 from absl import app, flags, logging
 
-from al_jax import data as data_lib
-from al_jax import experiment, npy_data
+from al_jax import datasets
+from al_jax import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "The data set to export (as run.py's --dataset).")
@@ -31,10 +31,10 @@ flags.mark_flag_as_required("out")
 
 def main(argv):
   del argv
-  dataset = data_lib.load(FLAGS.dataset, FLAGS.data_dir, classes=FLAGS.classes,
-                          image_size=FLAGS.image_size)
+  dataset = datasets.load(FLAGS.dataset, FLAGS.data_dir, classes=FLAGS.classes,
+                         image_size=FLAGS.image_size)
   dataset = experiment.subset(dataset, FLAGS.pool_size, FLAGS.test_size)
-  folder = npy_data.write(dataset, FLAGS.out, tile_to=FLAGS.tile_to)
+  folder = datasets.npy.write(dataset, FLAGS.out, tile_to=FLAGS.tile_to)
   logging.info("wrote %s: %d pool images, %d test images, %d classes", folder,
                FLAGS.tile_to or len(dataset.train_labels), len(dataset.test_labels),
                dataset.num_classes)
@@ -43,7 +43,7 @@ def main(argv):
 def entry(argv):
   try:
     main(argv)
-  except data_lib.DataError as error:
+  except datasets.DataError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 
 import al_jax
 from al_jax import acquisition
-from al_jax import data as data_lib
+from al_jax import datasets
 from al_jax.labeling import server, session
 
 FLAGS = flags.FLAGS
@@ -76,7 +76,7 @@ def main(argv):
       metric=FLAGS.metric, query_size=FLAGS.query_size, initial_size=FLAGS.initial_size,
       validation_size=FLAGS.validation_size, image_size=FLAGS.image_size,
       epochs_per_round=FLAGS.epochs_per_round, seed=FLAGS.seed, model=FLAGS.model)
-  images = session.open_images(FLAGS.images, data_lib.parse_classes(FLAGS.classes),
+  images = session.open_images(FLAGS.images, datasets.parse_classes(FLAGS.classes),
                                FLAGS.image_size)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
   if FLAGS.simulate:
@@ -96,7 +96,7 @@ def main(argv):
 def entry(argv):
   try:
     main(argv)
-  except (session.LabelError, data_lib.DataError) as error:
+  except (session.LabelError, datasets.DataError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 import al_jax
 from al_jax import acquisition, specs
 from al_jax import config as config_lib
-from al_jax import data as data_lib
+from al_jax import datasets
 from al_jax import experiment, metrics, sharding
 
 FLAGS = flags.FLAGS
@@ -34,7 +34,7 @@ flags.DEFINE_string("protocol", "pool",
                     "pool: Algorithm 1, labels accumulate; reselect: the authors' "
                     "per-epoch reselection from the whole training set.")
 flags.DEFINE_string("data_dir", None, "Local data folder (or root holding <dataset>/), "
-                    f"'sample' for the shipped sample; default ${data_lib.DATA_DIR_ENV}, "
+                    f"'sample' for the shipped sample; default ${datasets.DATA_DIR_ENV}, "
                     "else the packaged MNIST (mnist), else a download into the cache. "
                     "--dataset=folder: DIR/train/<class>/*.jpg (and DIR/test/<class>/). "
                     "--dataset=tfds:NAME: TFDS's data_dir (default TFDS's own). "
@@ -154,7 +154,7 @@ def main(argv):
     rounds = config_lib.rounds_for_budget(FLAGS.budget, FLAGS.initial_size, FLAGS.query_size)
   config = config_lib.Config(
       dataset=FLAGS.dataset, metrics=metric_names, seeds=seeds, protocol=FLAGS.protocol,
-      data_dir=FLAGS.data_dir, classes=data_lib.parse_classes(FLAGS.classes),
+      data_dir=FLAGS.data_dir, classes=datasets.parse_classes(FLAGS.classes),
       image_size=FLAGS.image_size, test_fraction=FLAGS.test_fraction, model=FLAGS.model,
       recipe=FLAGS.recipe, pool_size=FLAGS.pool_size, test_size=FLAGS.test_size,
       initial_size=FLAGS.initial_size, query_size=FLAGS.query_size, rounds=rounds,
@@ -191,7 +191,7 @@ def main(argv):
 def entry(argv):
   try:
     main(argv)
-  except (config_lib.ConfigError, data_lib.DataError) as error:
+  except (config_lib.ConfigError, datasets.DataError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
   except jax.errors.JaxRuntimeError as error:

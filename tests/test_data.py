@@ -1,4 +1,4 @@
-"""Tests of al_jax.data on the shipped sample and, when AL_JAX_DATA_DIR is set, the full data.
+"""Tests of al_jax.datasets on the shipped sample and, when AL_JAX_DATA_DIR is set, the full data.
 
 No test touches the network: downloads point at a closed local port here (see
 test_download.py for a local server). Decodes are cached in a session-scoped temporary
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_jax import data
-from al_jax import download
-from al_jax import fruits360
+from al_jax import datasets, specs
+from al_jax.config import Config
+from al_jax.datasets import download, fruits360, idx, image_files
 
-SAMPLE_MNIST = os.path.join(data.SAMPLE_DIR, "mnist")
-SAMPLE_FRUITS = os.path.join(data.SAMPLE_DIR, "fruits360")
+SAMPLE_MNIST = os.path.join(datasets.SAMPLE_DIR, "mnist")
+SAMPLE_FRUITS = os.path.join(datasets.SAMPLE_DIR, "fruits360")
 # Per-digit counts of the first 600 training / 200 test MNIST images.
 SAMPLE_MNIST_TRAIN_COUNTS = [58, 79, 64, 59, 59, 51, 54, 62, 49, 65]
 SAMPLE_MNIST_TEST_COUNTS = [17, 28, 16, 16, 28, 20, 20, 24, 10, 21]
@@ -30,10 +30,10 @@ SAMPLE_FRUITS_TRAIN, SAMPLE_FRUITS_TEST = 25, 10  # Images per category.
 # Category of each sample variety folder, in sorted folder order.
 SAMPLE_FOLDER_LABELS = [0, 3, 8, 4, 6, 5, 9, 2, 7, 1]
 
-FULL_DATA = os.environ.get(data.DATA_DIR_ENV)
+FULL_DATA = os.environ.get(datasets.DATA_DIR_ENV)
 full_data = pytest.mark.full_data
 needs_full_data = pytest.mark.skipif(
-    not FULL_DATA, reason=f"set {data.DATA_DIR_ENV} to the folder holding mnist/, "
+    not FULL_DATA, reason=f"set {datasets.DATA_DIR_ENV} to the folder holding mnist/, "
     "fashion_mnist/ and fruits360/ to run the full-data tests")
 
 
@@ -42,7 +42,7 @@ def _cache_dir(tmp_path_factory):
   """A hermetic, session-wide cache for decoded Fruits-360 arrays."""
   with pytest.MonkeyPatch.context() as mp:
     cache = tmp_path_factory.mktemp("al_jax_cache")
-    mp.setenv(data.CACHE_DIR_ENV, str(cache))
+    mp.setenv(datasets.CACHE_DIR_ENV, str(cache))
     yield cache
 
 
@@ -58,7 +58,7 @@ def _no_internet(monkeypatch):
 @pytest.fixture
 def no_env(monkeypatch):
   """Tests that resolve folders themselves must not see the CI's AL_JAX_DATA_DIR."""
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+  monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
 
 
 def _copy_mnist(dst) -> str:
@@ -68,7 +68,7 @@ def _copy_mnist(dst) -> str:
 
 def _fruit_tree(root, varieties=("Apple Braeburn 1", "Banana 1"), count=3) -> str:
   """A tiny Fruits-360 folder copied from the sample: count images per variety/split."""
-  for split in data.FRUIT_SPLITS:
+  for split in fruits360.SPLITS:
     for variety in varieties:
       src = os.path.join(SAMPLE_FRUITS, split, variety)
       dst = os.path.join(root, split, variety)
@@ -82,7 +82,7 @@ def _fruit_tree(root, varieties=("Apple Braeburn 1", "Banana 1"), count=3) -> st
 
 
 def test_sample_mnist_shapes_and_counts(no_env):
-  ds = data.load("mnist", "sample")
+  ds = datasets.load("mnist", "sample")
   assert ds.name == "mnist"
   assert ds.train_images.shape == (600, 28, 28, 1)
   assert ds.test_images.shape == (200, 28, 28, 1)
@@ -95,12 +95,12 @@ def test_sample_mnist_shapes_and_counts(no_env):
 
 
 def test_image_size_is_ignored_for_mnist(no_env):
-  assert data.load("mnist", "sample", image_size=64).train_images.shape[1:] == (28, 28, 1)
+  assert datasets.load("mnist", "sample", image_size=64).train_images.shape[1:] == (28, 28, 1)
 
 
 def test_mnist_binary_subset_relabels(no_env):
-  full = data.load("mnist", "sample")
-  ds = data.load("mnist", "sample", classes=("0", "1"))
+  full = datasets.load("mnist", "sample")
+  ds = datasets.load("mnist", "sample", classes=("0", "1"))
   assert ds.class_names == ("0", "1") and ds.num_classes == 2
   assert set(np.unique(ds.train_labels)) == {0, 1}
   assert set(np.unique(ds.test_labels)) == {0, 1}
@@ -112,8 +112,8 @@ def test_mnist_binary_subset_relabels(no_env):
 
 
 def test_subset_order_defines_labels(no_env):
-  full = data.load("mnist", "sample")
-  ds = data.load("mnist", "sample", classes="7, 3")  # A spec string works too.
+  full = datasets.load("mnist", "sample")
+  ds = datasets.load("mnist", "sample", classes="7, 3")  # A spec string works too.
   assert ds.class_names == ("7", "3")
   keep = (full.train_labels == 7) | (full.train_labels == 3)
   np.testing.assert_array_equal(ds.train_labels, np.where(full.train_labels[keep] == 7, 0, 1))
@@ -121,9 +121,9 @@ def test_subset_order_defines_labels(no_env):
 
 def test_fashion_names_and_indices(no_env, tmp_path):
   folder = _copy_mnist(tmp_path / "fashion_mnist")  # Same IDX format as MNIST.
-  ds = data.load("fashion_mnist", folder)
-  assert ds.class_names == data.FASHION_MNIST_CLASSES
-  sub = data.load("fashion_mnist", folder, classes=("Ankle_Boot", "T-shirt/top", "1"))
+  ds = datasets.load("fashion_mnist", folder)
+  assert ds.class_names == idx.FASHION_MNIST_CLASSES
+  sub = datasets.load("fashion_mnist", folder, classes=("Ankle_Boot", "T-shirt/top", "1"))
   assert sub.class_names == ("ankle boot", "t-shirt/top", "trouser")
   assert np.sum(sub.train_labels == 0) == np.sum(ds.train_labels == 9)
 
@@ -136,24 +136,24 @@ def test_fashion_names_and_indices(no_env, tmp_path):
     (("3",), "at least 2 classes"),
 ])
 def test_bad_mnist_classes(no_env, classes, match):
-  with pytest.raises(data.DataError, match=match):
-    data.load("mnist", "sample", classes=classes)
+  with pytest.raises(datasets.DataError, match=match):
+    datasets.load("mnist", "sample", classes=classes)
 
 
 def test_parse_classes():
-  assert data.parse_classes(None) is None
-  assert data.parse_classes("") is None
-  assert data.parse_classes(" , ") is None
-  assert data.parse_classes("0,1") == ("0", "1")
-  assert data.parse_classes(" apple , banana ") == ("apple", "banana")
+  assert datasets.parse_classes(None) is None
+  assert datasets.parse_classes("") is None
+  assert datasets.parse_classes(" , ") is None
+  assert datasets.parse_classes("0,1") == ("0", "1")
+  assert datasets.parse_classes(" apple , banana ") == ("apple", "banana")
 
 
 # ------------------------------------------------------------------- sample: Fruits-360
 
 
 def test_sample_fruits_shapes_and_order(no_env):
-  ds = data.load("fruits360", "sample")
-  assert ds.class_names == data.FRUIT_CATEGORIES
+  ds = datasets.load("fruits360", "sample")
+  assert ds.class_names == fruits360.FRUIT_CATEGORIES
   n_train, n_test = 10 * SAMPLE_FRUITS_TRAIN, 10 * SAMPLE_FRUITS_TEST
   assert ds.train_images.shape == (n_train, 32, 32, 3)
   assert ds.test_images.shape == (n_test, 32, 32, 3)
@@ -172,35 +172,35 @@ def test_sample_fruits_pixels(no_env):
     original = img.convert("RGB")
     small = np.asarray(original.resize((32, 32), Image.Resampling.BILINEAR))
     original = np.asarray(original)
-  big = data.load("fruits360", "sample", image_size=100)
+  big = datasets.load("fruits360", "sample", image_size=100)
   assert big.train_images.shape == (10 * SAMPLE_FRUITS_TRAIN, 100, 100, 3)
   np.testing.assert_array_equal(big.train_images[0], original)
-  np.testing.assert_array_equal(data.load("fruits360", "sample").train_images[0], small)
+  np.testing.assert_array_equal(datasets.load("fruits360", "sample").train_images[0], small)
 
 
 def test_fruits_apple_banana(no_env):
-  full = data.load("fruits360", "sample")
-  ds = data.load("fruits360", "sample", classes=("Apple", "BANANA"))
+  full = datasets.load("fruits360", "sample")
+  ds = datasets.load("fruits360", "sample", classes=("Apple", "BANANA"))
   assert ds.class_names == ("apple", "banana")
   assert np.bincount(ds.train_labels).tolist() == [SAMPLE_FRUITS_TRAIN] * 2
   assert np.bincount(ds.test_labels).tolist() == [SAMPLE_FRUITS_TEST] * 2
   np.testing.assert_array_equal(ds.train_images[ds.train_labels == 1],
                                 full.train_images[full.train_labels == 3])
-  by_index = data.load("fruits360", "sample", classes=("0", "3"))
+  by_index = datasets.load("fruits360", "sample", classes=("0", "3"))
   np.testing.assert_array_equal(by_index.train_labels, ds.train_labels)
 
 
 def test_fruits_unknown_class(no_env):
-  with pytest.raises(data.DataError, match="unknown class 'kiwi'.*apple, tomato, potato"):
-    data.load("fruits360", "sample", classes=("apple", "kiwi"))
+  with pytest.raises(datasets.DataError, match="unknown class 'kiwi'.*apple, tomato, potato"):
+    datasets.load("fruits360", "sample", classes=("apple", "kiwi"))
 
 
 def test_fruits_class_without_images(no_env, tmp_path):
   folder = _fruit_tree(tmp_path / "fruits360")  # Only apples and bananas.
-  ds = data.load("fruits360", folder)
+  ds = datasets.load("fruits360", folder)
   assert set(ds.train_labels.tolist()) == {0, 3}
-  with pytest.raises(data.DataError, match="no training images of class plum"):
-    data.load("fruits360", folder, classes=("apple", "plum"))
+  with pytest.raises(datasets.DataError, match="no training images of class plum"):
+    datasets.load("fruits360", folder, classes=("apple", "plum"))
 
 
 def test_other_varieties_are_ignored(no_env, tmp_path):
@@ -208,21 +208,21 @@ def test_other_varieties_are_ignored(no_env, tmp_path):
   shutil.copytree(os.path.join(folder, "Training", "Banana 1"),
                   os.path.join(folder, "Training", "Kiwi 1"))
   os.makedirs(os.path.join(folder, "Training", "Pear 1"))  # Empty variety.
-  ds = data.load("fruits360", folder)
+  ds = datasets.load("fruits360", folder)
   assert ds.train_labels.tolist() == [0, 0, 0, 3, 3, 3]
 
 
 def test_fruit_category():
-  assert data.fruit_category("Apple Braeburn 1") == 0
-  assert data.fruit_category("Pineapple Mini 1") == 5
-  assert data.fruit_category("pepper green 1") == 6
-  assert data.fruit_category("Kiwi 1") is None
-  assert data.fruit_category("") is None
+  assert fruits360.fruit_category("Apple Braeburn 1") == 0
+  assert fruits360.fruit_category("Pineapple Mini 1") == 5
+  assert fruits360.fruit_category("pepper green 1") == 6
+  assert fruits360.fruit_category("Kiwi 1") is None
+  assert fruits360.fruit_category("") is None
 
 
 def test_fruits_cache_hit(no_env, tmp_path, monkeypatch, _cache_dir):
   folder = _fruit_tree(tmp_path / "fruits360")
-  first = data.load("fruits360", folder, image_size=24)
+  first = datasets.load("fruits360", folder, image_size=24)
   cached = [f for f in os.listdir(_cache_dir) if f.startswith("fruits360_24px_")]
   assert len(cached) == 1
   assert not [f for f in os.listdir(_cache_dir) if f.endswith(".tmp")]
@@ -230,8 +230,8 @@ def test_fruits_cache_hit(no_env, tmp_path, monkeypatch, _cache_dir):
   def no_decode(*args):
     raise AssertionError("cache miss")
 
-  monkeypatch.setattr(data, "_decode_many", no_decode)
-  second = data.load("fruits360", folder, image_size=24)
+  monkeypatch.setattr(image_files, "decode_many", no_decode)
+  second = datasets.load("fruits360", folder, image_size=24)
   for field in ("train_images", "train_labels", "test_images", "test_labels"):
     np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
   # A changed file list is a new cache key, so it decodes again.
@@ -239,17 +239,17 @@ def test_fruits_cache_hit(no_env, tmp_path, monkeypatch, _cache_dir):
       os.path.join(folder, "Test", "Banana 1"))[0]), os.path.join(folder, "Test",
                                                                   "Banana 1", "zz.jpg"))
   with pytest.raises(AssertionError, match="cache miss"):
-    data.load("fruits360", folder, image_size=24)
+    datasets.load("fruits360", folder, image_size=24)
 
 
 def test_corrupt_cache_is_rebuilt(no_env, tmp_path, _cache_dir):
   folder = _fruit_tree(tmp_path / "fruits360", count=1)
-  first = data.load("fruits360", folder, image_size=8)
+  first = datasets.load("fruits360", folder, image_size=8)
   (path,) = [os.path.join(_cache_dir, f) for f in os.listdir(_cache_dir)
              if f.startswith("fruits360_8px_")]
   with open(path, "wb") as f:
     f.write(b"not an npz file")
-  np.testing.assert_array_equal(data.load("fruits360", folder, image_size=8).train_images,
+  np.testing.assert_array_equal(datasets.load("fruits360", folder, image_size=8).train_images,
                                 first.train_images)
 
 
@@ -259,8 +259,8 @@ def test_corrupt_cache_is_rebuilt(no_env, tmp_path, _cache_dir):
 def test_missing_idx_files(no_env, tmp_path):
   shutil.copyfile(os.path.join(SAMPLE_MNIST, "train-images-idx3-ubyte.gz"),
                   tmp_path / "train-images-idx3-ubyte.gz")
-  with pytest.raises(data.DataError) as err:
-    data.load("mnist", tmp_path)
+  with pytest.raises(datasets.DataError) as err:
+    datasets.load("mnist", tmp_path)
   msg = str(err.value)
   assert "missing train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, " \
          "t10k-labels-idx1-ubyte.gz" in msg
@@ -268,29 +268,29 @@ def test_missing_idx_files(no_env, tmp_path):
 
 
 def test_empty_folder(no_env, tmp_path):
-  with pytest.raises(data.DataError, match="no mnist data in .*train-images-idx3-ubyte.gz"):
-    data.load("mnist", tmp_path)
-  with pytest.raises(data.DataError, match=r"Training/<Variety>/\*\.jpg"):
-    data.load("fruits360", tmp_path)
+  with pytest.raises(datasets.DataError, match="no mnist data in .*train-images-idx3-ubyte.gz"):
+    datasets.load("mnist", tmp_path)
+  with pytest.raises(datasets.DataError, match=r"Training/<Variety>/\*\.jpg"):
+    datasets.load("fruits360", tmp_path)
 
 
 def test_missing_fruit_split(no_env, tmp_path):
   folder = _fruit_tree(tmp_path / "fruits360")
   shutil.rmtree(os.path.join(folder, "Test"))
-  with pytest.raises(data.DataError, match="missing Test/ in .*Training/<Variety>"):
-    data.load("fruits360", folder)
+  with pytest.raises(datasets.DataError, match="missing Test/ in .*Training/<Variety>"):
+    datasets.load("fruits360", folder)
 
 
 def test_no_known_varieties(no_env, tmp_path):
-  for split in data.FRUIT_SPLITS:
+  for split in fruits360.SPLITS:
     os.makedirs(tmp_path / split / "Kiwi 1")
-  with pytest.raises(data.DataError, match="no images of apple, tomato"):
-    data.load("fruits360", tmp_path)
+  with pytest.raises(datasets.DataError, match="no images of apple, tomato"):
+    datasets.load("fruits360", tmp_path)
 
 
 def test_nonexistent_folder(no_env, tmp_path):
-  with pytest.raises(data.DataError, match="does not exist"):
-    data.load("mnist", tmp_path / "nowhere")
+  with pytest.raises(datasets.DataError, match="does not exist"):
+    datasets.load("mnist", tmp_path / "nowhere")
 
 
 def test_truncated_idx_gz(no_env, tmp_path):
@@ -300,8 +300,8 @@ def test_truncated_idx_gz(no_env, tmp_path):
     raw = f.read()
   with open(path, "wb") as f:
     f.write(raw[:len(raw) // 2])
-  with pytest.raises(data.DataError, match=re.escape(f"{path} is truncated or corrupt")):
-    data.load("mnist", folder)
+  with pytest.raises(datasets.DataError, match=re.escape(f"{path} is truncated or corrupt")):
+    datasets.load("mnist", folder)
 
 
 def test_idx_payload_too_short(no_env, tmp_path):
@@ -311,17 +311,17 @@ def test_idx_payload_too_short(no_env, tmp_path):
     raw = f.read()
   with gzip.open(path, "wb") as f:
     f.write(raw[:-5])  # Valid gzip, but 5 labels short of its header.
-  with pytest.raises(data.DataError, match=re.escape(f"{path} holds 195 data bytes")):
-    data.load("mnist", folder)
+  with pytest.raises(datasets.DataError, match=re.escape(f"{path} holds 195 data bytes")):
+    datasets.load("mnist", folder)
 
 
 def test_idx_wrong_magic(no_env, tmp_path):
   folder = _copy_mnist(tmp_path / "mnist")
   shutil.copyfile(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"),
                   os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
-  with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz is not an IDX file "
+  with pytest.raises(datasets.DataError, match="t10k-images-idx3-ubyte.gz is not an IDX file "
                      "with magic number 2051 .found 2049."):
-    data.load("mnist", folder)
+    datasets.load("mnist", folder)
 
 
 def test_uncompressed_idx_accepted(no_env, tmp_path):
@@ -330,8 +330,8 @@ def test_uncompressed_idx_accepted(no_env, tmp_path):
   with gzip.open(path, "rb") as f, open(path[:-3], "wb") as out:
     out.write(f.read())
   os.remove(path)
-  ds = data.load("mnist", folder)
-  np.testing.assert_array_equal(ds.train_labels, data.load("mnist", "sample").train_labels)
+  ds = datasets.load("mnist", folder)
+  np.testing.assert_array_equal(ds.train_labels, datasets.load("mnist", "sample").train_labels)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -343,29 +343,29 @@ def test_corrupt_jpeg(no_env, tmp_path, damage):
     raw = f.read()
   with open(path, "wb") as f:
     f.write(b"this is not a jpeg" if damage == "garbage" else raw[:len(raw) // 2])
-  with pytest.raises(data.DataError, match=re.escape(f"cannot decode image {path}")):
-    data.load("fruits360", folder)
+  with pytest.raises(datasets.DataError, match=re.escape(f"cannot decode image {path}")):
+    datasets.load("fruits360", folder)
 
 
 def test_root_or_dataset_folder(no_env):
   for name, sub in (("mnist", SAMPLE_MNIST), ("fruits360", SAMPLE_FRUITS)):
-    a, b = data.load(name, data.SAMPLE_DIR), data.load(name, sub)
+    a, b = datasets.load(name, datasets.SAMPLE_DIR), datasets.load(name, sub)
     np.testing.assert_array_equal(a.train_images, b.train_images)
     np.testing.assert_array_equal(a.test_labels, b.test_labels)
 
 
 def test_env_var(monkeypatch, tmp_path):
-  monkeypatch.setenv(data.DATA_DIR_ENV, data.SAMPLE_DIR)
-  assert data.load("mnist").train_images.shape == (600, 28, 28, 1)
-  monkeypatch.setenv(data.DATA_DIR_ENV, SAMPLE_MNIST)
-  assert data.load("mnist").test_images.shape == (200, 28, 28, 1)
-  monkeypatch.setenv(data.DATA_DIR_ENV, "sample")
-  assert data.load("fruits360").num_classes == 10
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, datasets.SAMPLE_DIR)
+  assert datasets.load("mnist").train_images.shape == (600, 28, 28, 1)
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, SAMPLE_MNIST)
+  assert datasets.load("mnist").test_images.shape == (200, 28, 28, 1)
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, "sample")
+  assert datasets.load("fruits360").num_classes == 10
   # An explicit data_dir wins over the environment.
-  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "nowhere"))
-  assert data.load("mnist", data_dir="sample").train_labels.shape == (600,)
-  with pytest.raises(data.DataError, match="nowhere does not exist"):
-    data.load("mnist")
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+  assert datasets.load("mnist", data_dir="sample").train_labels.shape == (600,)
+  with pytest.raises(datasets.DataError, match="nowhere does not exist"):
+    datasets.load("mnist")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -374,12 +374,54 @@ def test_env_var(monkeypatch, tmp_path):
     (dict(name="fruits360", image_size=32.0), "image_size must be a positive integer"),
 ])
 def test_bad_arguments(no_env, kwargs, match):
-  with pytest.raises(data.DataError, match=match):
-    data.load(data_dir="sample", **kwargs)
+  with pytest.raises(datasets.DataError, match=match):
+    datasets.load(data_dir="sample", **kwargs)
+
+
+def test_a_registered_source_is_found_by_name(no_env, monkeypatch):
+  """A source registered from outside the package is loaded, described and configured
+  by its name like a built-in one; one that gives its pool's rows streams by default."""
+  monkeypatch.setattr(datasets.base, "_SOURCES", dict(datasets.base._SOURCES))
+  sample = datasets.load("mnist", "sample")
+  calls = []
+
+  def load(name, data_dir, *, image_size, test_fraction, seed):
+    calls.append((name, data_dir, image_size, test_fraction, seed))
+    return dataclasses.replace(sample, name=name, source="mine")
+
+  datasets.register(datasets.Source("my_digits", load, datasets.own_data_spec("my_digits"),
+                                    rows=lambda images: ("rows", images.shape)))
+  ds = datasets.load("my_digits", "here", classes="3,5", image_size=8)
+  assert calls == [("my_digits", "here", 8, 0.2, 0)]
+  assert ds.class_names == ("3", "5") and ds.source == "mine"
+  assert np.bincount(ds.train_labels).tolist() == [SAMPLE_MNIST_TRAIN_COUNTS[3],
+                                                   SAMPLE_MNIST_TRAIN_COUNTS[5]]
+  assert ds.pool_rows() == ("rows", (110, 28, 28, 1)) and sample.pool_rows() is None
+  assert "my_digits" in datasets.names() and "my_digits, tfds:NAME" in datasets.names_help()
+  assert specs.get("my_digits").name == "my_digits" and specs.get("my_digits").batch_size == 64
+  assert Config(dataset="my_digits").streams_pool
+  assert not Config(dataset="my_digits", stream_pool="false").streams_pool
+  assert Config(dataset="npy").streams_pool and not Config(dataset="mnist").streams_pool
+  with pytest.raises(ValueError, match="needs a help line"):
+    datasets.register(datasets.Source("mine:", load, datasets.own_data_spec("mine:")))
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+  path = tmp_path / "f.txt"
+  with datasets.atomic_write(path) as f:
+    f.write("one")
+  with pytest.raises(RuntimeError, match="stop"):
+    with datasets.atomic_write(path) as f:
+      f.write("two")
+      raise RuntimeError("stop")
+  assert path.read_text() == "one" and os.listdir(tmp_path) == ["f.txt"]
+  with datasets.atomic_write(path, "wb") as f:
+    f.write(b"three")
+  assert path.read_bytes() == b"three" and os.listdir(tmp_path) == ["f.txt"]
 
 
 def test_dataset_is_frozen(no_env):
-  ds = data.load("mnist", "sample")
+  ds = datasets.load("mnist", "sample")
   with pytest.raises(dataclasses.FrozenInstanceError):
     ds.name = "other"
   assert "train_images=(600, 28, 28, 1)" in repr(ds)
@@ -389,64 +431,66 @@ def test_dataset_is_frozen(no_env):
 
 
 def test_sources(no_env, monkeypatch, tmp_path):
-  assert data.load("mnist", "sample").source == "sample"
-  assert data.load("mnist", SAMPLE_MNIST).source == "data_dir"
-  assert data.load("mnist", "sample", classes=("0", "1")).source == "sample"
-  monkeypatch.setenv(data.DATA_DIR_ENV, SAMPLE_MNIST)
-  assert data.load("mnist").source == "data_dir"
-  assert "source='data_dir'" in repr(data.load("mnist"))
+  assert datasets.load("mnist", "sample").source == "sample"
+  assert datasets.load("mnist", SAMPLE_MNIST).source == "data_dir"
+  assert datasets.load("mnist", "sample", classes=("0", "1")).source == "sample"
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, SAMPLE_MNIST)
+  assert datasets.load("mnist").source == "data_dir"
+  assert "source='data_dir'" in repr(datasets.load("mnist"))
 
 
 def test_packaged_mnist(no_env):
   """No data folder: the full original MNIST shipped in the package, offline."""
-  ds = data.load("mnist")
+  ds = datasets.load("mnist")
   assert ds.source == "packaged"
   assert ds.train_images.shape == (60000, 28, 28, 1)
   assert ds.test_images.shape == (10000, 28, 28, 1)
   assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
   assert np.bincount(ds.test_labels).tolist() == MNIST_TEST_COUNTS
   np.testing.assert_array_equal(ds.train_images[:600],
-                                data.load("mnist", "sample").train_images)
-  for fname, (size, sha256) in ((f, download.CHECKSUMS[f"mnist/{f}"]) for f in data.IDX_FILES):
-    path = os.path.join(data.PACKAGED_MNIST_DIR, fname)
+                                datasets.load("mnist", "sample").train_images)
+  for fname, (size, sha256) in ((f, idx.CHECKSUMS[f"mnist/{f}"]) for f in idx.IDX_FILES):
+    path = os.path.join(idx.PACKAGED_MNIST_DIR, fname)
     assert download._check(path, size, sha256) is None, fname
 
 
 def test_env_wins_over_packaged(monkeypatch):
-  monkeypatch.setenv(data.DATA_DIR_ENV, "sample")
-  ds = data.load("mnist")
+  monkeypatch.setenv(datasets.DATA_DIR_ENV, "sample")
+  ds = datasets.load("mnist")
   assert ds.source == "sample" and ds.train_images.shape == (600, 28, 28, 1)
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "fruits360"])
 def test_no_network_is_one_line(no_env, name):
-  with pytest.raises(data.DataError) as err:
-    data.load(name)
+  with pytest.raises(datasets.DataError) as err:
+    datasets.load(name)
   msg = str(err.value)
   assert "\n" not in msg and "cannot download http://127.0.0.1:" in msg
-  assert "pass --data_dir=DIR" in msg and data.DATA_DIR_ENV in msg
+  assert "pass --data_dir=DIR" in msg and datasets.DATA_DIR_ENV in msg
 
 
 def test_no_network_without_packaged_mnist(no_env, monkeypatch, tmp_path):
-  monkeypatch.setattr(data, "PACKAGED_MNIST_DIR", str(tmp_path / "none"))
-  with pytest.raises(data.DataError, match=r"cannot download .*/mnist/train-images"):
-    data.load("mnist")
+  monkeypatch.setattr(idx, "PACKAGED_MNIST_DIR", str(tmp_path / "none"))
+  with pytest.raises(datasets.DataError, match=r"cannot download .*/mnist/train-images"):
+    datasets.load("mnist")
 
 
 def test_default_urls(monkeypatch):
   monkeypatch.delenv(download.URL_ENV)
-  assert download.source_url("mnist", "t10k-labels-idx1-ubyte.gz") == (
+  url = lambda name, f: download.source_url(name, f, idx.BASE_URLS[name] + f)
+  assert url("mnist", "t10k-labels-idx1-ubyte.gz") == (
       "https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.gz")
-  assert download.source_url("fashion_mnist", "t10k-labels-idx1-ubyte.gz").startswith(
+  assert url("fashion_mnist", "t10k-labels-idx1-ubyte.gz").startswith(
       "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k")
-  assert download.source_url("fruits360", download.FRUITS360_ZIP) == fruits360.ARCHIVE_URL
+  assert download.source_url("fruits360", fruits360.ARCHIVE_ZIP,
+                             fruits360.ARCHIVE_URL) == fruits360.ARCHIVE_URL
 
 
 def test_checksums_match_full_copies():
   """The checksum table agrees with the byte-identical copies in AL_JAX_DATA_DIR."""
   if not FULL_DATA:
-    pytest.skip(f"{data.DATA_DIR_ENV} is not set")
-  for key, (size, sha256) in download.CHECKSUMS.items():
+    pytest.skip(f"{datasets.DATA_DIR_ENV} is not set")
+  for key, (size, sha256) in idx.CHECKSUMS.items():
     path = os.path.join(FULL_DATA, *key.split("/"))
     assert download._check(path, size, sha256) is None, key
 
@@ -470,14 +514,13 @@ def test_later_varieties_are_ignored_locally(no_env, tmp_path):
   folder = _fruit_tree(tmp_path / "f", varieties=("Apple Braeburn 1", "Banana 1"))
   shutil.copytree(os.path.join(folder, "Training", "Apple Braeburn 1"),
                   os.path.join(folder, "Training", "Apple 6"))
-  ds = data.load("fruits360", folder)
+  ds = datasets.load("fruits360", folder)
   assert ds.train_labels.tolist() == [0, 0, 0, 3, 3, 3]
 
 
 def _builder_counts(split_dir):
   """Class counts by the TFDS builder's own generator (TFDS is a test dependency)."""
-  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel
-  gen = fruits360_tfds.Fruits360._generate_examples(None, split_dir)
+  gen = fruits360.tfds_builder()._generate_examples(None, split_dir)
   labels = [fruits360.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in gen]
   return np.bincount(labels, minlength=10).tolist()
 
@@ -486,7 +529,7 @@ def _builder_counts(split_dir):
 def test_local_and_tfds_rules_agree(no_env, tmp_path, which):
   if which == "full":
     if not FULL_DATA:
-      pytest.skip(f"{data.DATA_DIR_ENV} is not set")
+      pytest.skip(f"{datasets.DATA_DIR_ENV} is not set")
     folder = os.path.join(FULL_DATA, "fruits360")
   elif which == "sample":
     folder = SAMPLE_FRUITS
@@ -495,8 +538,8 @@ def test_local_and_tfds_rules_agree(no_env, tmp_path, which):
     for later in ("Apple 6", "Pear 3"):
       shutil.copytree(os.path.join(folder, "Test", "Pear 1"), os.path.join(folder, "Test",
                                                                            later))
-  listing = data._list_fruits(folder)
-  for split in data.FRUIT_SPLITS:
+  listing = fruits360._list_fruits(folder)
+  for split in fruits360.SPLITS:
     local = np.bincount([c for _, _, c in listing[split]], minlength=10).tolist()
     assert local == _builder_counts(os.path.join(folder, split)), split
   if which == "full":
@@ -506,20 +549,19 @@ def test_local_and_tfds_rules_agree(no_env, tmp_path, which):
 
 def test_fruits360_builder(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from al_jax import fruits360_tfds  # pylint: disable=import-outside-toplevel
-  builder_cls = fruits360_tfds.Fruits360
+  builder_cls = fruits360.tfds_builder()
   assert issubclass(builder_cls, tfds.core.GeneratorBasedBuilder)
   assert builder_cls.name == "fruits360" and str(builder_cls.VERSION) == "1.0.0"
-  assert fruits360_tfds.PAPER_VARIETIES is fruits360.PAPER_VARIETIES
-  assert fruits360.find_release_root(data.SAMPLE_DIR) == SAMPLE_FRUITS
+  assert builder_cls is fruits360.tfds_builder()  # Defined (and registered) once.
+  assert fruits360.find_release_root(datasets.SAMPLE_DIR) == SAMPLE_FRUITS
   builder = builder_cls(data_dir=str(tmp_path))
-  assert builder.info.features["label"].names == list(data.FRUIT_CATEGORIES)
+  assert builder.info.features["label"].names == list(fruits360.FRUIT_CATEGORIES)
   assert builder.info.features["image"].shape == (100, 100, 3)
   assert "Muresan" in builder.info.citation
   examples = list(builder._generate_examples(os.path.join(SAMPLE_FRUITS, "Test")))
   assert len(examples) == 10 * SAMPLE_FRUITS_TEST
   assert len({key for key, _ in examples}) == len(examples)
-  labels = [data.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in examples]
+  labels = [fruits360.FRUIT_CATEGORIES.index(ex["label"]) for _, ex in examples]
   assert labels == np.repeat(SAMPLE_FOLDER_LABELS, SAMPLE_FRUITS_TEST).tolist()
   os.makedirs(tmp_path / "Test" / "Apple 6")  # A 2021 variety, not in the paper.
   open(tmp_path / "Test" / "Apple 6" / "a.jpg", "wb").close()
@@ -538,27 +580,27 @@ FRUITS_TEST_COUNTS = [2134, 1707, 601, 484, 1689, 329, 826, 410, 451, 597]
 def full_fruits():
   """The full Fruits-360 copy at 32x32, decoded once (then cached) per session."""
   if not FULL_DATA:
-    pytest.skip(f"{data.DATA_DIR_ENV} is not set")
-  return data.load("fruits360", image_size=32)
+    pytest.skip(f"{datasets.DATA_DIR_ENV} is not set")
+  return datasets.load("fruits360", image_size=32)
 
 
 @full_data
 @needs_full_data
 def test_full_mnist():
-  ds = data.load("mnist")
+  ds = datasets.load("mnist")
   assert ds.train_images.shape == (60000, 28, 28, 1)
   assert ds.test_images.shape == (10000, 28, 28, 1)
   assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
   assert np.bincount(ds.test_labels).tolist() == MNIST_TEST_COUNTS
-  np.testing.assert_array_equal(ds.train_images[:600], data.load("mnist", "sample").train_images)
-  binary = data.load("mnist", classes=("0", "1"))
+  np.testing.assert_array_equal(ds.train_images[:600], datasets.load("mnist", "sample").train_images)
+  binary = datasets.load("mnist", classes=("0", "1"))
   assert len(binary.train_labels) == 5923 + 6742 and len(binary.test_labels) == 980 + 1135
 
 
 @full_data
 @needs_full_data
 def test_full_fashion_mnist():
-  ds = data.load("fashion_mnist")
+  ds = datasets.load("fashion_mnist")
   assert ds.train_images.shape == (60000, 28, 28, 1)
   assert ds.test_images.shape == (10000, 28, 28, 1)
   assert np.bincount(ds.train_labels).tolist() == [6000] * 10
@@ -583,11 +625,11 @@ def test_full_fruits360_cached_subset(full_fruits, monkeypatch):
   def no_decode(*args):
     raise AssertionError("cache miss")
 
-  monkeypatch.setattr(data, "_decode_many", no_decode)
-  again = data.load("fruits360", image_size=32)
+  monkeypatch.setattr(image_files, "decode_many", no_decode)
+  again = datasets.load("fruits360", image_size=32)
   np.testing.assert_array_equal(again.train_images, full_fruits.train_images)
   np.testing.assert_array_equal(again.test_labels, full_fruits.test_labels)
-  binary = data.load("fruits360", classes=("apple", "banana"))
+  binary = datasets.load("fruits360", classes=("apple", "banana"))
   assert np.bincount(binary.train_labels).tolist() == [5117, 1144]
   assert np.bincount(binary.test_labels).tolist() == [2134, 484]
 
@@ -614,7 +656,7 @@ def _user_folder(root, train=4, test=2, classes=FRUIT_CLASSES) -> str:
 
 def _mnist_pngs(folder, digits, per_digit=3, offset=0):
   """Real MNIST sample digits as greyscale PNGs: folder/<digit>/<i>.png."""
-  ds = data.load("mnist", "sample")
+  ds = datasets.load("mnist", "sample")
   for d in digits:
     os.makedirs(folder / str(d), exist_ok=True)
     for i in np.flatnonzero(ds.train_labels == d)[offset:offset + per_digit]:
@@ -623,7 +665,7 @@ def _mnist_pngs(folder, digits, per_digit=3, offset=0):
 
 def test_folder_with_test_split(tmp_path):
   folder = _user_folder(tmp_path)
-  ds = data.load("folder", folder, image_size=20)
+  ds = datasets.load("folder", folder, image_size=20)
   assert ds.name == "folder" and ds.source == "data_dir"
   assert ds.class_names == tuple(sorted(FRUIT_CLASSES))
   assert ds.train_images.shape == (12, 20, 20, 3) and ds.train_images.dtype == np.uint8
@@ -634,19 +676,19 @@ def test_folder_with_test_split(tmp_path):
     assert img.size == (25, 25)
     expected = np.asarray(img.convert("RGB").resize((20, 20), Image.Resampling.BILINEAR))
   np.testing.assert_array_equal(ds.train_images[0], expected)
-  sub = data.load("folder", folder, image_size=20, classes="plum 1,banana_1")
+  sub = datasets.load("folder", folder, image_size=20, classes="plum 1,banana_1")
   assert sub.class_names == ("Plum 1", "Banana 1")
   assert sub.train_labels.tolist() == [1] * 4 + [0] * 4  # Banana images come first.
 
 
 def test_folder_seeded_stratified_split(tmp_path):
   folder = _user_folder(tmp_path, train=10, test=0)
-  ds = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  ds = datasets.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
   assert np.bincount(ds.test_labels).tolist() == [3, 3, 3]
   assert np.bincount(ds.train_labels).tolist() == [7, 7, 7]
-  again = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
+  again = datasets.load("folder", folder, image_size=8, test_fraction=0.3, seed=1)
   np.testing.assert_array_equal(again.test_images, ds.test_images)
-  other = data.load("folder", folder, image_size=8, test_fraction=0.3, seed=2)
+  other = datasets.load("folder", folder, image_size=8, test_fraction=0.3, seed=2)
   assert not np.array_equal(other.test_images, ds.test_images)
   # Every image is in exactly one split.
   all_images = np.concatenate([ds.train_images, ds.test_images]).reshape(30, -1)
@@ -655,20 +697,20 @@ def test_folder_seeded_stratified_split(tmp_path):
 
 def test_split_stratified():
   labels = np.array([0] * 10 + [1] * 3 + [2])
-  train, test = data.split_stratified(labels, 0.2, seed=0)
+  train, test = datasets.split_stratified(labels, 0.2, seed=0)
   assert np.bincount(labels[test], minlength=3).tolist() == [2, 1, 0]  # One image stays.
   assert sorted(np.concatenate([train, test]).tolist()) == list(range(14))
   assert np.all(np.diff(test) > 0)
-  np.testing.assert_array_equal(data.split_stratified(labels, 0.2, seed=0)[1], test)
+  np.testing.assert_array_equal(datasets.split_stratified(labels, 0.2, seed=0)[1], test)
 
 
 def test_folder_greyscale_is_one_channel(tmp_path):
   _mnist_pngs(tmp_path / "train", (3, 7))
   _mnist_pngs(tmp_path / "Test", (3, 7), per_digit=1, offset=5)
-  ds = data.load("folder", tmp_path, image_size=28)
+  ds = datasets.load("folder", tmp_path, image_size=28)
   assert ds.class_names == ("3", "7") and ds.train_images.shape == (6, 28, 28, 1)
   assert ds.test_images.shape == (2, 28, 28, 1)
-  mnist = data.load("mnist", "sample")
+  mnist = datasets.load("mnist", "sample")
   first = np.flatnonzero(mnist.train_labels == 3)[0]
   np.testing.assert_array_equal(ds.train_images[0], mnist.train_images[first])
 
@@ -683,7 +725,7 @@ def test_folder_mixed_modes_sizes_and_formats(tmp_path):
     img.resize((60, 40)).save(tmp_path / "train" / "plum" / "nested" / "c.webp")
     grey16 = np.asarray(img.convert("L"), np.uint16) * 257
   Image.fromarray(grey16).save(tmp_path / "train" / "plum" / "d.png")  # 16-bit grey.
-  ds = data.load("folder", tmp_path, image_size=16, test_fraction=0.5)
+  ds = datasets.load("folder", tmp_path, image_size=16, test_fraction=0.5)
   assert ds.class_names == ("1", "Banana 1", "plum")
   assert ds.train_images.shape[1:] == (16, 16, 3)
   assert len(ds.train_labels) + len(ds.test_labels) == 3 + 2 + 4
@@ -704,7 +746,7 @@ def test_folder_skips_bad_files_with_one_warning(tmp_path, caplog):
   (tmp_path / "train" / "stray.jpg").write_bytes(raw)  # Outside any class folder.
   (banana / ".DS_Store").write_bytes(b"\0")  # Hidden: ignored silently.
   with caplog.at_level(logging.WARNING):
-    ds = data.load("folder", folder, image_size=8, test_fraction=0.25)
+    ds = datasets.load("folder", folder, image_size=8, test_fraction=0.25)
   lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
   assert len(lines) == 1
   assert lines[0].startswith(f"skipped 4 of 16 files under {folder}: 2 unreadable")
@@ -712,27 +754,27 @@ def test_folder_skips_bad_files_with_one_warning(tmp_path, caplog):
   assert len(ds.train_labels) + len(ds.test_labels) == 12
   caplog.clear()
   with caplog.at_level(logging.WARNING):  # From the cache: the same one line.
-    data.load("folder", folder, image_size=8, test_fraction=0.25)
+    datasets.load("folder", folder, image_size=8, test_fraction=0.25)
   assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
 
 
 def test_folder_cache(tmp_path, monkeypatch):
   folder = _user_folder(tmp_path, train=3, test=1)
-  first = data.load("folder", folder, image_size=12)
+  first = datasets.load("folder", folder, image_size=12)
 
   def no_decode(*args, **kwargs):
     raise AssertionError("cache miss")
 
   with monkeypatch.context() as m:
-    m.setattr(data, "_decode_many", no_decode)
-    again = data.load("folder", folder, image_size=12)
+    m.setattr(image_files, "decode_many", no_decode)
+    again = datasets.load("folder", folder, image_size=12)
     np.testing.assert_array_equal(again.train_images, first.train_images)
     np.testing.assert_array_equal(again.test_labels, first.test_labels)
     path = os.path.join(folder, "train", "Plum 1", os.listdir(
         os.path.join(folder, "train", "Plum 1"))[0])
     os.utime(path, ns=(0, 0))  # A changed file is decoded again.
     with pytest.raises(AssertionError, match="cache miss"):
-      data.load("folder", folder, image_size=12)
+      datasets.load("folder", folder, image_size=12)
 
 
 @pytest.mark.parametrize("change, how", [
@@ -751,7 +793,7 @@ def test_folder_file_changed_while_read_stops_and_caches_nothing(
   banana = tmp_path / "photos" / "train" / "Banana 1"
   target = str(banana / sorted(os.listdir(banana))[1])
   other = _jpegs("Plum 1")[7]
-  decode = data._decode_image
+  decode = image_files.decode_image
 
   def changing_decode(path, *args, **kwargs):
     if path == target and change == "truncated":
@@ -776,9 +818,9 @@ def test_folder_file_changed_while_read_stops_and_caches_nothing(
 
   before = os.stat(target)
   caches = set(os.listdir(_cache_dir))
-  monkeypatch.setattr(data, "_decode_image", changing_decode)
-  with pytest.raises(data.DataError) as err:
-    data.load("folder", folder, image_size=8)
+  monkeypatch.setattr(image_files, "decode_image", changing_decode)
+  with pytest.raises(datasets.DataError) as err:
+    datasets.load("folder", folder, image_size=8)
   message = str(err.value)
   assert "\n" not in message
   assert re.fullmatch(
@@ -786,8 +828,8 @@ def test_folder_file_changed_while_read_stops_and_caches_nothing(
       rf"\(e\.g\. train/Banana 1/{re.escape(os.path.basename(target))}: {how}\); nothing "
       r"was cached: run again once nothing writes to that folder", message), message
   assert set(os.listdir(_cache_dir)) == caches
-  monkeypatch.setattr(data, "_decode_image", decode)
-  settled = data.load("folder", folder, image_size=8)  # The folder as it is now.
+  monkeypatch.setattr(image_files, "decode_image", decode)
+  settled = datasets.load("folder", folder, image_size=8)  # The folder as it is now.
   expected = {"truncated": 11, "deleted": 11}.get(change, 12)  # A cut file is skipped.
   assert len(settled.train_labels) + len(settled.test_labels) == expected
 
@@ -796,15 +838,15 @@ def test_folder_non_image_changed_while_read_is_fine(tmp_path, monkeypatch):
   folder = _user_folder(tmp_path, train=2, test=1)
   notes = tmp_path / "train" / "Plum 1" / "notes.txt"
   notes.write_text("a log someone appends to")
-  decode = data._decode_image
+  decode = image_files.decode_image
 
   def appending_decode(path, *args, **kwargs):
     with open(notes, "a") as f:
       f.write("more\n")
     return decode(path, *args, **kwargs)
 
-  monkeypatch.setattr(data, "_decode_image", appending_decode)
-  ds = data.load("folder", folder, image_size=8)
+  monkeypatch.setattr(image_files, "decode_image", appending_decode)
+  ds = datasets.load("folder", folder, image_size=8)
   assert len(ds.train_labels) == 6 and len(ds.test_labels) == 3
 
 
@@ -853,6 +895,6 @@ def test_folder_errors(tmp_path, case, match):
     kwargs = dict(test_fraction=1.0)
   elif case == "no_dir":
     folder = None
-  with pytest.raises(data.DataError, match=match) as err:
-    data.load("folder", folder, image_size=8, **kwargs)
+  with pytest.raises(datasets.DataError, match=match) as err:
+    datasets.load("folder", folder, image_size=8, **kwargs)
   assert "\n" not in str(err.value)

@@ -1,4 +1,4 @@
-"""Tests of al_jax.download against a real HTTP server on 127.0.0.1 (no internet).
+"""Tests of al_jax.datasets.download (and the IDX and Fruits-360 downloads) against a real HTTP server on 127.0.0.1 (no internet).
 
 The server holds small files of the real layouts: a tiny Fashion-MNIST IDX set built
 here and a tiny Fruits-360 GitHub-style zip of sample JPEGs. Each test can make a file
@@ -20,10 +20,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from al_jax import data
-from al_jax import download
+from al_jax import datasets
+from al_jax.datasets import download, fruits360, idx
 
-SAMPLE_FRUITS = os.path.join(data.SAMPLE_DIR, "fruits360")
+SAMPLE_FRUITS = os.path.join(datasets.SAMPLE_DIR, "fruits360")
 TOP = "fruits-360-100x100-main"  # The zip's top folder, as GitHub names it.
 
 
@@ -38,7 +38,7 @@ def _tiny_idx() -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
             "train_labels": np.array([0, 1, 2, 9, 9, 3], np.uint8),
             "test_images": rng.integers(0, 256, (4, 28, 28), np.uint8),
             "test_labels": np.array([5, 6, 7, 8], np.uint8)}
-  files = dict(zip(data.IDX_FILES, (_idx(arrays["train_images"], 2051),
+  files = dict(zip(idx.IDX_FILES, (_idx(arrays["train_images"], 2051),
                                     _idx(arrays["train_labels"], 2049),
                                     _idx(arrays["test_images"], 2051),
                                     _idx(arrays["test_labels"], 2049))))
@@ -111,17 +111,17 @@ def server():
 @pytest.fixture
 def env(server, monkeypatch, tmp_path):
   """Downloads from `server` into tmp_path/cache; tiny files and their checksums."""
-  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+  monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
   monkeypatch.setenv(download.URL_ENV, server.url)
-  monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "cache"))
+  monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(tmp_path / "cache"))
   monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
   files, arrays = _tiny_idx()
   checksums = {}
   for name, body in files.items():
     server.files[f"/fashion_mnist/{name}"] = body
     checksums[f"fashion_mnist/{name}"] = (len(body), hashlib.sha256(body).hexdigest())
-  server.files[f"/fruits360/{download.FRUITS360_ZIP}"] = _tiny_fruits_zip()
-  monkeypatch.setattr(download, "CHECKSUMS", checksums)
+  server.files[f"/fruits360/{fruits360.ARCHIVE_ZIP}"] = _tiny_fruits_zip()
+  monkeypatch.setattr(idx, "CHECKSUMS", checksums)
   return arrays
 
 
@@ -143,39 +143,39 @@ def _assert_idx(ds, arrays):
   np.testing.assert_array_equal(ds.test_labels, arrays["test_labels"])
 
 
-TRAIN_IMAGES = f"/fashion_mnist/{data.IDX_FILES[0]}"
-FINAL = [f"fashion_mnist/{f}" for f in data.IDX_FILES]
+TRAIN_IMAGES = f"/fashion_mnist/{idx.IDX_FILES[0]}"
+FINAL = [f"fashion_mnist/{f}" for f in idx.IDX_FILES]
 
 
 def test_idx_download_end_to_end(env, server, tmp_path, caplog):
   with caplog.at_level(logging.INFO):
-    ds = data.load("fashion_mnist")
+    ds = datasets.load("fashion_mnist")
   _assert_idx(ds, env)
   assert _cache_files(tmp_path) == sorted(FINAL)
   assert len(server.requests) == 4 and all(r is None for _, r in server.requests)
   lines = [r.getMessage() for r in caplog.records if "downloading" in r.getMessage()]
   assert len(lines) == 4 and TRAIN_IMAGES in lines[0] and str(tmp_path) in lines[0]
-  _assert_idx(data.load("fashion_mnist"), env)  # Cached and verified: no requests.
+  _assert_idx(datasets.load("fashion_mnist"), env)  # Cached and verified: no requests.
   assert len(server.requests) == 4
 
 
 def test_truncated_download(env, server, tmp_path):
   server.modes[TRAIN_IMAGES] = {"truncate"}
-  with pytest.raises(data.DataError) as err:
-    data.load("fashion_mnist")
+  with pytest.raises(datasets.DataError) as err:
+    datasets.load("fashion_mnist")
   msg = str(err.value)
   assert "\n" not in msg and "was truncated" in msg and "3 times" in msg
-  assert f"fashion_mnist/{data.IDX_FILES[0]}" not in _cache_files(tmp_path)
+  assert f"fashion_mnist/{idx.IDX_FILES[0]}" not in _cache_files(tmp_path)
   # A later run resumes from the partial bytes and ends with the right data.
   server.modes.clear()
-  _assert_idx(data.load("fashion_mnist"), env)
+  _assert_idx(datasets.load("fashion_mnist"), env)
   assert server.requests[-4][1] is not None and server.requests[-4][1].startswith("bytes=")
   assert _cache_files(tmp_path) == sorted(FINAL)
 
 
 def test_interrupted_download_is_resumed(env, server, tmp_path):
   server.modes[TRAIN_IMAGES] = {"cut_once"}
-  _assert_idx(data.load("fashion_mnist"), env)
+  _assert_idx(datasets.load("fashion_mnist"), env)
   ranges = [r for p, r in server.requests if p == TRAIN_IMAGES]
   size = len(server.files[TRAIN_IMAGES])
   assert ranges == [None, f"bytes={size // 2}-"]
@@ -184,7 +184,7 @@ def test_interrupted_download_is_resumed(env, server, tmp_path):
 
 def test_interrupted_download_restarts_without_range(env, server, tmp_path):
   server.modes[TRAIN_IMAGES] = {"cut_once", "no_range"}
-  _assert_idx(data.load("fashion_mnist"), env)
+  _assert_idx(datasets.load("fashion_mnist"), env)
   ranges = [r for p, r in server.requests if p == TRAIN_IMAGES]
   assert len(ranges) == 2 and ranges[1] is not None  # Asked to resume; got it all anew.
   assert _cache_files(tmp_path) == sorted(FINAL)
@@ -198,20 +198,20 @@ def test_checksum_or_size_mismatch(env, server, tmp_path, damage, match):
   good = server.files[TRAIN_IMAGES]
   server.files[TRAIN_IMAGES] = (good[:-1] + bytes([good[-1] ^ 1]) if damage == "flip"
                                 else good + b"\0")
-  with pytest.raises(data.DataError, match=match) as err:
-    data.load("fashion_mnist")
+  with pytest.raises(datasets.DataError, match=match) as err:
+    datasets.load("fashion_mnist")
   assert "\n" not in str(err.value) and "deleted" in str(err.value)
   files = _cache_files(tmp_path)
   assert not [f for f in files if "train-images" in f]  # Neither the file nor a .part.
   server.files[TRAIN_IMAGES] = good
-  _assert_idx(data.load("fashion_mnist"), env)
+  _assert_idx(datasets.load("fashion_mnist"), env)
 
 
 def test_cached_file_damaged_later_is_fetched_again(env, server, tmp_path):
-  data.load("fashion_mnist")
-  path = tmp_path / "cache" / "fashion_mnist" / data.IDX_FILES[3]
+  datasets.load("fashion_mnist")
+  path = tmp_path / "cache" / "fashion_mnist" / idx.IDX_FILES[3]
   path.write_bytes(path.read_bytes()[:-3])
-  _assert_idx(data.load("fashion_mnist"), env)
+  _assert_idx(datasets.load("fashion_mnist"), env)
   assert len(server.requests) == 5
 
 
@@ -220,25 +220,25 @@ def test_no_network(env, monkeypatch, tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]  # Closed again: connection refused.
   monkeypatch.setenv(download.URL_ENV, f"http://127.0.0.1:{port}")
-  with pytest.raises(data.DataError) as err:
-    data.load("fashion_mnist")
+  with pytest.raises(datasets.DataError) as err:
+    datasets.load("fashion_mnist")
   msg = str(err.value)
   assert "\n" not in msg and "cannot download" in msg and "refused" in msg.lower()
-  assert "--data_dir=DIR" in msg and data.DATA_DIR_ENV in msg
+  assert "--data_dir=DIR" in msg and datasets.DATA_DIR_ENV in msg
   assert _cache_files(tmp_path) == []
 
 
 def test_http_error(env, server):
   del server.files[TRAIN_IMAGES]
-  with pytest.raises(data.DataError, match=r"answered HTTP 404") as err:
-    data.load("fashion_mnist")
+  with pytest.raises(datasets.DataError, match=r"answered HTTP 404") as err:
+    datasets.load("fashion_mnist")
   assert "\n" not in str(err.value)
 
 
 def test_fruits360_download(env, server, tmp_path, caplog):
   with caplog.at_level(logging.INFO):
-    ds = data.load("fruits360", image_size=8)
-  assert ds.source == "download" and ds.class_names == data.FRUIT_CATEGORIES
+    ds = datasets.load("fruits360", image_size=8)
+  assert ds.source == "download" and ds.class_names == fruits360.FRUIT_CATEGORIES
   # Only the paper varieties: Apple 6 and Kiwi 1 are left out.
   assert ds.train_labels.tolist() == [0, 0, 3, 3] and ds.test_labels.tolist() == [0, 3]
   assert ds.train_images.shape == (4, 8, 8, 3)
@@ -247,35 +247,35 @@ def test_fruits360_download(env, server, tmp_path, caplog):
   assert len(release) == 6 and all(f.startswith("fruits360/release/") for f in release)
   messages = " | ".join(r.getMessage() for r in caplog.records)
   assert "downloading" in messages and "extracting 6 Fruits-360 images" in messages
-  assert data.load("fruits360", image_size=8).source == "download"
+  assert datasets.load("fruits360", image_size=8).source == "download"
   assert len(server.requests) == 1  # Extracted once, then read from the cache.
 
 
 def test_fruits360_corrupt_archive(env, server, tmp_path):
-  path = f"/fruits360/{download.FRUITS360_ZIP}"
+  path = f"/fruits360/{fruits360.ARCHIVE_ZIP}"
   good = server.files[path]
   jpeg = good.index(b"\xff\xd8\xff")  # First stored JPEG: flip a byte, CRC-32 fails.
   server.files[path] = good[:jpeg + 100] + bytes([good[jpeg + 100] ^ 1]) + good[jpeg + 101:]
-  with pytest.raises(data.DataError, match="archive .* is corrupt .*deleted") as err:
-    data.load("fruits360", image_size=8)
+  with pytest.raises(datasets.DataError, match="archive .* is corrupt .*deleted") as err:
+    datasets.load("fruits360", image_size=8)
   assert "\n" not in str(err.value)
   assert _cache_files(tmp_path) == []  # No zip, no partial release folder.
   server.files[path] = good
-  assert data.load("fruits360", image_size=8).train_labels.tolist() == [0, 0, 3, 3]
+  assert datasets.load("fruits360", image_size=8).train_labels.tolist() == [0, 0, 3, 3]
 
 
 def test_fruits360_truncated_archive(env, server, tmp_path):
-  server.modes[f"/fruits360/{download.FRUITS360_ZIP}"] = {"truncate"}
-  with pytest.raises(data.DataError, match="was truncated") as err:
-    data.load("fruits360", image_size=8)
+  server.modes[f"/fruits360/{fruits360.ARCHIVE_ZIP}"] = {"truncate"}
+  with pytest.raises(datasets.DataError, match="was truncated") as err:
+    datasets.load("fruits360", image_size=8)
   assert "\n" not in str(err.value)
   assert not [f for f in _cache_files(tmp_path) if not f.endswith(".part")]
   server.modes.clear()
-  assert data.load("fruits360", image_size=8).test_labels.tolist() == [0, 3]
+  assert datasets.load("fruits360", image_size=8).test_labels.tolist() == [0, 3]
 
 
 def test_member_target():
-  t = download._member_target
+  t = fruits360._member_target
   assert t(f"{TOP}/Training/Banana 1/0_100.jpg") == ("Training", "Banana 1", "0_100.jpg")
   assert t("Test/Apple Braeburn/r_1_100.jpg") == ("Test", "Apple Braeburn", "r_1_100.jpg")
   assert t(f"{TOP}/Training/Apple 6/0_100.jpg") is None
@@ -286,7 +286,7 @@ def test_member_target():
 
 def test_unwritable_cache_is_one_line(env, tmp_path, monkeypatch):
   (tmp_path / "file").write_text("not a folder")
-  monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "file" / "cache"))
-  with pytest.raises(data.DataError, match="cannot write the download cache") as err:
-    data.load("fashion_mnist")
+  monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(tmp_path / "file" / "cache"))
+  with pytest.raises(datasets.DataError, match="cannot write the download cache") as err:
+    datasets.load("fashion_mnist")
   assert "\n" not in str(err.value)

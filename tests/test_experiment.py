@@ -574,8 +574,9 @@ def test_a_tfds_data_set_through_run_py(tmp_path, caplog, monkeypatch):
   """--dataset=tfds:cifar10 on TFDS's mock data (no network, no TensorFlow): the colour
   model, the label names, and results and the start line that say data_source tfds."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from al_jax import data, tfds_data  # pylint: disable=import-outside-toplevel
-  monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+  from al_jax import datasets  # pylint: disable=import-outside-toplevel
+  tfds_data = datasets.tfds
+  monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(tmp_path / "cache"))
   monkeypatch.setattr(tfds_data, "tensorflow_available", lambda: True)  # No-op prepare.
   run_py.FLAGS.unparse_flags()
   run_py.FLAGS(["run.py", "--dataset=tfds:cifar10", "--metric=smallest_margin",

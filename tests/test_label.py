@@ -22,7 +22,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from al_jax import data as data_lib
+from al_jax import datasets
+from al_jax.labeling import images as images_lib
 from al_jax.labeling import server, session, store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,13 +69,13 @@ def test_load_images_walks_the_folder_and_skips_what_does_not_decode(tmp_path, c
   (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
   (tmp_path / "notes.txt").write_text("x")
   (tmp_path / ".hidden.png").write_bytes(b"")
-  found = data_lib.load_images(tmp_path, image_size=8)
+  found = images_lib.load_images(tmp_path, image_size=8)
   assert found.paths == ("a/deeper/grey.png", "b.jpg")
   assert found.images.shape == (2, 8, 8, 1) and found.images.dtype == np.uint8
   assert found.images[0].min() == 200 and found.images[1].max() == 10
   assert "skipped 2 of 4 files" in caplog.text
-  with pytest.raises(data_lib.DataError, match="no images"):
-    data_lib.load_images(_empty(tmp_path), image_size=8)
+  with pytest.raises(datasets.DataError, match="no images"):
+    images_lib.load_images(_empty(tmp_path), image_size=8)
 
 
 def _empty(tmp_path):
@@ -397,7 +398,7 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   from selenium.webdriver.common.keys import Keys
   from selenium.webdriver.support.ui import WebDriverWait
   workdir = str(tmp_path / "work")
-  paths = data_lib.load_images(os.path.join(SAMPLE, "Training"), image_size=16).paths
+  paths = images_lib.load_images(os.path.join(SAMPLE, "Training"), image_size=16).paths
   served = Server(workdir, tmp_path)
   browser = _browser()
   try:

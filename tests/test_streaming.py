@@ -1,5 +1,5 @@
 """A pool streamed from the host (al_jax.streaming) and npy data sets on disk
-(al_jax.npy_data): through run.py a streamed job equals the in-memory one and resumes
+(al_jax.datasets.npy): through run.py a streamed job equals the in-memory one and resumes
 after kill -9; each part compiles once; bad files and strategies that need the whole
 pool get one line; 2 processes each read only their own rows and equal one."""
 
@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from al_jax import data as data_lib
-from al_jax import experiment, npy_data, streaming, training
+from al_jax import datasets, experiment, streaming, training
+from al_jax.datasets import npy as npy_data
 from al_jax.config import Config, ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,7 +29,7 @@ TINY = ["--seed=0", "--initial_size=20", "--query_size=20", "--epochs_per_round=
 @pytest.fixture(scope="module")
 def npy_dir(tmp_path_factory):
   """The shipped MNIST sample (600 pool, 200 test images) as an npy folder."""
-  return npy_data.write(data_lib.load("mnist", "sample"), tmp_path_factory.mktemp("npy"))
+  return npy_data.write(datasets.load("mnist", "sample"), tmp_path_factory.mktemp("npy"))
 
 
 def _cli(*args, devices=None, **popen):
@@ -50,8 +50,8 @@ def _results(workdir):
 
 
 def test_pool_file_reads_row_ranges_and_rows(npy_dir):
-  dataset = npy_data.load(npy_dir)
-  rows = streaming.pool_rows(dataset.train_images)
+  dataset = datasets.load("npy", npy_dir)
+  rows = streaming.pool_rows(dataset)
   assert isinstance(rows, npy_data.PoolFile) and rows.num_rows == 600
   whole = np.load(os.path.join(npy_dir, "pool_images.npy"))
   np.testing.assert_array_equal(rows.read(100, 300), whole[100:300])
@@ -67,8 +67,8 @@ def test_pool_file_reads_row_ranges_and_rows(npy_dir):
 
 
 def test_write_tiles_the_pool(tmp_path, npy_dir):
-  source = npy_data.load(npy_dir)
-  tiled = npy_data.load(npy_data.write(source, tmp_path / "tiled", tile_to=1500))
+  source = datasets.load("npy", npy_dir)
+  tiled = datasets.load("npy", npy_data.write(source, tmp_path / "tiled", tile_to=1500))
   assert tiled.train_images.shape == (1500, 28, 28, 1)
   np.testing.assert_array_equal(tiled.train_images[1200:1500], source.train_images[:300])
   np.testing.assert_array_equal(tiled.train_labels[600:1200], source.train_labels)
@@ -200,7 +200,7 @@ _GOOD = dict(pool_images=np.zeros((50, 8, 8, 1), np.uint8),
 def test_bad_npy_folder_is_one_line(tmp_path, change, message):
   arrays = {**_GOOD, **change}
   _write_npy(tmp_path, **{k: v for k, v in arrays.items() if v is not None})
-  with pytest.raises(data_lib.DataError, match=message.replace("[", r"\[")) as error:
+  with pytest.raises(datasets.DataError, match=message.replace("[", r"\[")) as error:
     experiment.prepare_data(Config(dataset="npy", data_dir=str(tmp_path)))
   assert "\n" not in str(error.value)
 

@@ -1,4 +1,4 @@
-"""Tests of `--dataset=tfds:NAME` (al_jax.tfds_data), with no network and no TensorFlow.
+"""Tests of `--dataset=tfds:NAME` (al_jax.datasets.tfds), with no network and no TensorFlow.
 
 Catalog data sets are served by TFDS's own `tfds.testing.mock_data`; a small data set
 is also really prepared here (array_record, PNG bytes, which TFDS stores without
@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from al_jax import data, specs, tfds_data
+from al_jax import datasets, specs
+from al_jax.datasets import tfds as tfds_data
 from al_jax.config import Config, ConfigError
 
 COLOURS = ("cat", "dog", "emu")
@@ -22,7 +23,7 @@ COLOURS = ("cat", "dog", "emu")
 
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path_factory.mktemp("al_jax_cache")))
+  monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(tmp_path_factory.mktemp("al_jax_cache")))
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_spec_and_config():
     ("beans", 16, (16, 16, 3), ("angular_leaf_spot", "bean_rust", "healthy")),  # Resized.
 ])
 def test_mock_catalog_sets(mock_tfds, name, size, shape, classes):
-  ds = data.load(f"tfds:{name}", image_size=size)
+  ds = datasets.load(f"tfds:{name}", image_size=size)
   assert ds.name == f"tfds:{name}" and ds.source == "tfds"
   assert ds.class_names == classes
   assert ds.train_images.shape == (12, *shape) and ds.train_images.dtype == np.uint8
@@ -110,8 +111,8 @@ def test_mock_catalog_sets(mock_tfds, name, size, shape, classes):
 
 
 def test_mock_class_subset(mock_tfds):
-  full = data.load("tfds:beans", image_size=8)
-  sub = data.load("tfds:beans", image_size=8, classes="healthy,angular_leaf_spot")
+  full = datasets.load("tfds:beans", image_size=8)
+  sub = datasets.load("tfds:beans", image_size=8, classes="healthy,angular_leaf_spot")
   assert sub.class_names == ("healthy", "angular_leaf_spot")
   assert np.bincount(sub.train_labels).tolist() == [np.sum(full.train_labels == 2),
                                                     np.sum(full.train_labels == 0)]
@@ -124,24 +125,24 @@ def test_prepared_set_without_test_split(tmp_path):
   """train + validation, no test: a seeded stratified share of train is the test set;
   images of sizes 8..10 x 9 are resized; no TensorFlow is needed (CI has none)."""
   _prepare(tmp_path, "colours", {"train": 30, "validation": 6})
-  ds = data.load("tfds:colours", tmp_path, image_size=12, test_fraction=0.2, seed=3)
+  ds = datasets.load("tfds:colours", tmp_path, image_size=12, test_fraction=0.2, seed=3)
   assert ds.class_names == COLOURS and ds.source == "tfds"
   assert ds.train_images.shape == (24, 12, 12, 3) and ds.test_images.shape == (6, 12, 12, 3)
   assert np.bincount(ds.test_labels).tolist() == [2, 2, 2]
   source = tfds.data_source("colours", split="train", data_dir=str(tmp_path))
   labels = np.array([source[i]["label"] for i in range(30)])
-  train_idx, test_idx = data.split_stratified(labels, 0.2, seed=3)
+  train_idx, test_idx = datasets.split_stratified(labels, 0.2, seed=3)
   for got, i in ((ds.train_images[0], train_idx[0]), (ds.test_images[-1], test_idx[-1])):
     np.testing.assert_array_equal(got, _resized(source[int(i)]["image"], 12))
   np.testing.assert_array_equal(ds.train_labels, labels[train_idx])
   np.testing.assert_array_equal(ds.test_labels, labels[test_idx])
-  other = data.load("tfds:colours", tmp_path, image_size=12, test_fraction=0.2, seed=4)
+  other = datasets.load("tfds:colours", tmp_path, image_size=12, test_fraction=0.2, seed=4)
   assert not np.array_equal(other.test_images, ds.test_images)
 
 
 def test_prepared_grey_set_with_test_split_and_cache(tmp_path, monkeypatch):
   _prepare(tmp_path, "greys", {"train": 9, "test": 6}, channels=1)
-  ds = data.load("tfds:greys", tmp_path, image_size=9)
+  ds = datasets.load("tfds:greys", tmp_path, image_size=9)
   assert ds.train_images.shape == (9, 9, 9, 1) and ds.test_images.shape == (6, 9, 9, 1)
   assert np.bincount(ds.train_labels).tolist() == [3, 3, 3]
   assert np.bincount(ds.test_labels).tolist() == [2, 2, 2]
@@ -159,11 +160,11 @@ def test_prepared_grey_set_with_test_split_and_cache(tmp_path, monkeypatch):
     raise AssertionError("cache miss")
 
   monkeypatch.setattr(tfds_data, "_read_split", no_read)
-  again = data.load("tfds:greys", tmp_path, image_size=9)
+  again = datasets.load("tfds:greys", tmp_path, image_size=9)
   np.testing.assert_array_equal(again.train_images, ds.train_images)
   np.testing.assert_array_equal(again.test_labels, ds.test_labels)
   with pytest.raises(AssertionError, match="cache miss"):  # Another size: decoded again.
-    data.load("tfds:greys", tmp_path, image_size=8)
+    datasets.load("tfds:greys", tmp_path, image_size=8)
 
 
 def test_square_rgb_channels_and_depths():
@@ -180,9 +181,9 @@ def test_square_rgb_channels_and_depths():
   small = tfds_data._square_rgb("t", grey, 2)[0][..., 0]
   np.testing.assert_array_equal(
       small, np.asarray(Image.fromarray(grey).resize((2, 2), Image.Resampling.BILINEAR)))
-  with pytest.raises(data.DataError, match=r"^t holds float32 images; al_jax reads uint8"):
+  with pytest.raises(datasets.DataError, match=r"^t holds float32 images; al_jax reads uint8"):
     tfds_data._square_rgb("t", np.zeros((4, 4, 3), np.float32), 4)
-  with pytest.raises(data.DataError, match=r"^t holds an image of shape \(4, 4, 5\)"):
+  with pytest.raises(datasets.DataError, match=r"^t holds an image of shape \(4, 4, 5\)"):
     tfds_data._square_rgb("t", np.zeros((4, 4, 5), np.uint8), 4)
 
 
@@ -225,7 +226,7 @@ def test_bad_names_and_copies_get_one_line(tmp_path, monkeypatch, case, match):
     monkeypatch.setattr(tfds.core.DatasetBuilder, "as_data_source", tfrecord_only)
   elif case == "sample":
     data_dir = "sample"
-  with pytest.raises(data.DataError, match=match) as err:
-    data.load(f"tfds:{name}", data_dir)
+  with pytest.raises(datasets.DataError, match=match) as err:
+    datasets.load(f"tfds:{name}", data_dir)
   assert "\n" not in str(err.value)
-  assert not os.listdir(os.environ[data.CACHE_DIR_ENV])
+  assert not os.listdir(os.environ[datasets.CACHE_DIR_ENV])

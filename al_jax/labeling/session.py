@@ -34,12 +34,13 @@ from absl import logging
 from PIL import Image, ImageOps
 
 from al_jax import acquisition, experiment, protocols, scoring, training
-from al_jax import data as data_lib
+from al_jax import datasets
 from al_jax.config import Config, ConfigError
+from al_jax.labeling import images as images_lib
 from al_jax.labeling import store as store_lib
 
 SAMPLE = "sample"  # --images=sample: the packaged Fruits-360 sample, unlabeled
-SAMPLE_IMAGES = os.path.join(data_lib.SAMPLE_DIR, "fruits360", "Training")
+SAMPLE_IMAGES = os.path.join(datasets.SAMPLE_DIR, "fruits360", "Training")
 THUMBNAIL_SIZE = 256
 # Keys that label: 1-9, then letters (0 skips; Backspace undoes).
 KEYS = tuple("123456789abcdefghijklmnopqrstuvwxyz")
@@ -69,7 +70,7 @@ class Settings:
 @dataclasses.dataclass(frozen=True)
 class Images:
   """The pool (and in simulation mode its hidden labels [N] and a test set)."""
-  pool: data_lib.ImageFolder
+  pool: images_lib.ImageFolder
   classes: tuple[str, ...]
   hidden: np.ndarray | None = None        # int32 [N], -1 for a folder of no class
   test: tuple[np.ndarray, np.ndarray] | None = None
@@ -93,9 +94,9 @@ def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -
   if not has_train:
     if not classes or len(classes) < 2:
       raise LabelError("name at least 2 classes, e.g. --classes=cat,dog")
-    return Images(data_lib.load_images(root, image_size=image_size), classes)
-  train_dir, test_dir = data_lib._folder_splits(root)  # pylint: disable=protected-access
-  pool = data_lib.load_images(train_dir, image_size=image_size)
+    return Images(images_lib.load_images(root, image_size=image_size), classes)
+  train_dir, test_dir = datasets.folder.split_folders(root)
+  pool = images_lib.load_images(train_dir, image_size=image_size)
   folders = sorted({p.split("/")[0] for p in pool.paths if "/" in p})
   classes = classes or tuple(folders)
   if len(classes) < 2:
@@ -110,7 +111,7 @@ def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -
                      f"its folders are {', '.join(folders[:10])}")
   test = None
   if test_dir is not None:
-    found = data_lib.load_images(test_dir, image_size=image_size)
+    found = images_lib.load_images(test_dir, image_size=image_size)
     labels = hidden_of(found.paths)
     keep = labels >= 0
     if found.images.shape[-1] == pool.images.shape[-1] and np.any(keep):

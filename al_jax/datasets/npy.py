@@ -9,11 +9,12 @@
   classes.txt       K lines, one class name each
 
 `load` opens the pool images as a read-only memory map (nothing is read yet); a job
-that streams its pool (`al_jax.streaming`) then reads them in row ranges with
-`PoolFile`, by positioned reads rather than through the map, so the pages read stay in
-the page cache and never count as the process's memory. `write` exports any loaded
-data set, `tile_to` repeating its pool up to a given size (the scale runs), written
-block by block, so neither needs the pool in memory.
+that streams its pool (`al_jax.streaming`; the default here, since this source gives
+its pool's rows: `rows`) then reads them in row ranges with `PoolFile`, by positioned
+reads rather than through the map, so the pages read stay in the page cache and never
+count as the process's memory. `write` exports any loaded data set, `tile_to` repeating
+its pool up to a given size (the scale runs), written block by block, so neither needs
+the pool in memory.
 """
 
 import os
@@ -21,7 +22,7 @@ import shutil
 
 import numpy as np
 
-from al_jax import data as data_lib
+from al_jax.datasets import base
 
 FILES = ("pool_images.npy", "pool_labels.npy", "test_images.npy", "test_labels.npy",
          "classes.txt")
@@ -53,8 +54,8 @@ class PoolFile:
     while view.nbytes:
       got = os.preadv(self._fd, [view], position)
       if got <= 0:
-        raise data_lib.DataError(f"{self.path} ended early (row {first_row}); it changed "
-                                 "or was cut short while the job ran: write it again")
+        raise base.DataError(f"{self.path} ended early (row {first_row}); it changed "
+                             "or was cut short while the job ran: write it again")
       view, position = view[got:], position + got
 
   def read(self, start: int, stop: int) -> np.ndarray:
@@ -76,17 +77,27 @@ class PoolFile:
       os.close(self._fd)
 
 
-def load(folder: str | os.PathLike | None) -> data_lib.Dataset:
+def rows(images: np.ndarray) -> PoolFile | None:
+  """The npy file behind pool images from `load` (a memory map of the whole file), read
+  by rows; None for images in memory (e.g. a subset of the pool)."""
+  if isinstance(images, np.memmap) and images.flags.c_contiguous and \
+      images.offset + images.nbytes == os.path.getsize(images.filename):  # the whole file
+    return PoolFile.of(images)
+  return None
+
+
+def load(name: str, folder: str | os.PathLike | None, **_) -> base.Dataset:
   """The data set in `folder` (the layout above); pool images memory-mapped, checked
   shapes, types and labels. DataError, one line, for anything missing or inconsistent."""
+  del name
   if folder is None:
-    raise data_lib.DataError("--dataset=npy needs --data_dir=DIR holding "
-                             f"{', '.join(FILES)} (see docs/DATA.md)")
+    raise base.DataError("--dataset=npy needs --data_dir=DIR holding "
+                         f"{', '.join(FILES)} (see docs/DATA.md)")
   folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
   missing = [f for f in FILES if not os.path.isfile(os.path.join(folder, f))]
   if missing:
-    raise data_lib.DataError(f"{folder} lacks {', '.join(missing)}; an npy data set holds "
-                             f"{', '.join(FILES)} (experiments/export_npy.py writes them)")
+    raise base.DataError(f"{folder} lacks {', '.join(missing)}; an npy data set holds "
+                         f"{', '.join(FILES)} (experiments/export_npy.py writes them)")
   arrays = {name: _open(os.path.join(folder, name + ".npy"))
             for name in ("pool_images", "pool_labels", "test_images", "test_labels")}
   with open(os.path.join(folder, "classes.txt"), encoding="utf-8") as f:
@@ -95,28 +106,28 @@ def load(folder: str | os.PathLike | None) -> data_lib.Dataset:
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     where = os.path.join(folder, f"{split}_images.npy")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-      raise data_lib.DataError(f"{where} holds {images.dtype} {list(images.shape)}; "
-                               "expected uint8 [N, H, W, C] with C = 1 or 3")
+      raise base.DataError(f"{where} holds {images.dtype} {list(images.shape)}; "
+                           "expected uint8 [N, H, W, C] with C = 1 or 3")
     if not images.flags.c_contiguous:
-      raise data_lib.DataError(f"{where} is stored in Fortran order; save it with "
-                               "np.save(path, np.ascontiguousarray(images))")
+      raise base.DataError(f"{where} is stored in Fortran order; save it with "
+                           "np.save(path, np.ascontiguousarray(images))")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or \
         not np.issubdtype(labels.dtype, np.integer):
-      raise data_lib.DataError(
+      raise base.DataError(
           f"{split}_labels.npy in {folder} holds {labels.dtype} {list(labels.shape)}; "
           f"expected {images.shape[0]} integer labels, one per image of {split}_images.npy")
     if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-      raise data_lib.DataError(
+      raise base.DataError(
           f"{split}_labels.npy in {folder} has labels {labels.min()}..{labels.max()} but "
           f"classes.txt names {len(classes)} classes; labels must be 0..{len(classes) - 1}")
   if arrays["pool_images"].shape[1:] != arrays["test_images"].shape[1:]:
-    raise data_lib.DataError(
+    raise base.DataError(
         f"pool images are {list(arrays['pool_images'].shape[1:])} but test images "
         f"{list(arrays['test_images'].shape[1:])} in {folder}; both need one shape")
   if len(classes) < 2 or arrays["pool_images"].shape[0] == 0:
-    raise data_lib.DataError(f"{folder} needs at least 2 classes in classes.txt and one "
-                             "pool image")
-  return data_lib.Dataset("npy", arrays["pool_images"],  # stays a memory map
+    raise base.DataError(f"{folder} needs at least 2 classes in classes.txt and one "
+                         "pool image")
+  return base.Dataset("npy", arrays["pool_images"],  # stays a memory map
                           np.array(arrays["pool_labels"], np.int32),
                           np.array(arrays["test_images"]),
                           np.array(arrays["test_labels"], np.int32), classes, "data_dir")
@@ -126,11 +137,11 @@ def _open(path: str) -> np.ndarray:
   try:
     return np.load(path, mmap_mode="r", allow_pickle=False)
   except (ValueError, OSError) as error:
-    raise data_lib.DataError(f"{path} is not a readable .npy array ({error}); write it "
-                             "with np.save") from None
+    raise base.DataError(f"{path} is not a readable .npy array ({error}); write it "
+                         "with np.save") from None
 
 
-def write(dataset: data_lib.Dataset, folder: str | os.PathLike,
+def write(dataset: base.Dataset, folder: str | os.PathLike,
           tile_to: int | None = None) -> str:
   """Writes `dataset` as an npy data set in `folder`; returns its path. tile_to: the
   pool repeated (row i = original row i mod N) to that many images. Each file is written
@@ -140,39 +151,39 @@ def write(dataset: data_lib.Dataset, folder: str | os.PathLike,
   n = len(dataset.train_labels)
   size = n if tile_to is None else tile_to
   if size < 1:
-    raise data_lib.DataError(f"cannot write a pool of {size} images; pass a positive size")
+    raise base.DataError(f"cannot write a pool of {size} images; pass a positive size")
   need = size * (dataset.train_images[0].nbytes + 4) + dataset.test_images.nbytes
   free = shutil.disk_usage(folder).free
   if need > free:
-    raise data_lib.DataError(f"{folder} has {free / 1e9:.1f} GB free but the data set "
-                             f"needs {need / 1e9:.1f} GB; choose another folder or a "
-                             "smaller size")
-  rows = lambda start, stop: np.arange(start, stop) % n
+    raise base.DataError(f"{folder} has {free / 1e9:.1f} GB free but the data set "
+                         f"needs {need / 1e9:.1f} GB; choose another folder or a "
+                         "smaller size")
+  tiled = lambda start, stop: np.arange(start, stop) % n
   _write_rows(os.path.join(folder, "pool_images.npy"), np.uint8,
               (size, *dataset.train_images.shape[1:]),
-              lambda a, b: dataset.train_images[rows(a, b)])
+              lambda a, b: dataset.train_images[tiled(a, b)])
   _write_rows(os.path.join(folder, "pool_labels.npy"), np.int32, (size,),
-              lambda a, b: dataset.train_labels[rows(a, b)])
+              lambda a, b: dataset.train_labels[tiled(a, b)])
   for name, array in (("test_images", dataset.test_images), ("test_labels",
                                                               dataset.test_labels)):
     _write_rows(os.path.join(folder, name + ".npy"), array.dtype, array.shape,
                 lambda a, b, array=array: array[a:b])
-  tmp = os.path.join(folder, "classes.txt.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
+  with base.atomic_write(os.path.join(folder, "classes.txt"), "w", encoding="utf-8") as f:
     f.write("".join(name + "\n" for name in dataset.class_names))
-  os.replace(tmp, os.path.join(folder, "classes.txt"))
   return folder
 
 
-def _write_rows(path: str, dtype, shape: tuple[int, ...], rows) -> None:
-  """An .npy file of `shape`, written in blocks of rows(start, stop)."""
-  tmp = path + ".tmp"
+def _write_rows(path: str, dtype, shape: tuple[int, ...], block_of) -> None:
+  """An .npy file of `shape`, written in blocks of block_of(start, stop), atomically."""
   row_bytes = max(1, int(np.prod(shape[1:])) * np.dtype(dtype).itemsize)
   block = max(1, _BLOCK_BYTES // row_bytes)
-  with open(tmp, "wb") as f:
+  with base.atomic_write(path, "wb") as f:
     np.lib.format.write_array_header_1_0(f, {
         "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
         "shape": tuple(shape)})
     for start in range(0, shape[0], block):
-      f.write(np.ascontiguousarray(rows(start, min(start + block, shape[0])), dtype).tobytes())
-  os.replace(tmp, path)
+      f.write(np.ascontiguousarray(block_of(start, min(start + block, shape[0])),
+                                   dtype).tobytes())
+
+
+base.register(base.Source("npy", load, base.own_data_spec("npy"), rows=rows))

@@ -1,0 +1,58 @@
+"""The labeling page's images: every image of a folder, unlabeled, decoded and cached
+like a folder data set (`al_jax.datasets.folder`).
+"""
+
+import dataclasses
+import os
+
+from absl import logging
+import numpy as np
+
+from al_jax.datasets import base, image_files
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageFolder:
+  """The images of one folder, unlabeled: images uint8 [N, S, S, C], and each one's
+  path relative to `root` ("/"-separated), in sorted order."""
+  root: str
+  images: np.ndarray
+  paths: tuple[str, ...]
+
+
+def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFolder:
+  """Every image under `folder` (recursive, sorted, symlinks followed, hidden names
+  left out), resized to S x S like a folder data set and cached the same way; C is 1 when
+  every image is greyscale, else 3. Files that are not images or do not decode are
+  skipped, with one warning line that counts them."""
+  root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+  if not os.path.isdir(root):
+    raise base.DataError(f"image folder {root} does not exist; pass --images=DIR, a folder "
+                         "of .jpg, .jpeg, .png, .bmp or .webp files")
+  files, ignored = [], []
+  image_files.walk_images(root, frozenset(), files, ignored)
+  if not files:
+    raise base.DataError(f"no images (.jpg, .jpeg, .png, .bmp, .webp) under {root}; "
+                         "pass the folder that holds them")
+  # class_names=() keeps these cache files apart from a folder data set's (always >= 2).
+  stamps = {path: image_files.stamp(path) for path in files + ignored}
+  cache = image_files.cache_path(root, image_size, 0.5, 0, (), files, [], ignored, stamps)
+  arrays = base.read_cache(cache, ("images", "kept", "skipped"))
+  if arrays is None:
+    logging.info("decoding %d images from %s at %dx%d into the cache %s", len(files), root,
+                 image_size, image_size, cache)
+    images, grey, errors = image_files.decode_many(files, image_size, skip_bad=True, draft=True)
+    kept = np.array([i for i in range(len(files)) if i not in errors], np.int64)
+    if not kept.size:
+      raise base.DataError(f"none of the {len(files)} images under {root} decodes; "
+                           "check that they are image files")
+    channels = 1 if bool(np.all(grey[kept])) else 3
+    arrays = {"images": images[kept][..., :channels], "kept": kept,
+              "skipped": image_files.skipped_lines(root, ignored, files, errors)}
+    # As for a folder data set: checked before anything is cached.
+    image_files.check_unchanged(root, {p: stamps[p] for p in files})
+    base.write_cache(cache, arrays)
+  image_files.warn_skipped(root, arrays["skipped"], len(files) + len(ignored))
+  paths = tuple(os.path.relpath(files[i], root).replace(os.sep, "/")
+                for i in arrays["kept"].tolist())
+  return ImageFolder(root, arrays["images"], paths)
