@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from al_jax import data as data_lib
-from al_jax.labeling import server, session, store as store_lib
+from al_jax.labeling import headless, server, session, store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABEL_PY = os.path.join(ROOT, "experiments", "label.py")
@@ -168,11 +168,11 @@ def test_predict_ranks_every_image_or_the_next_joint_batch(tmp_path, metric):
   images = session.open_images(SAMPLE, None, settings.image_size)
   labeling = session.LabelSession(images, str(tmp_path), settings)
   try:
-    (record,) = session.simulate(labeling, 1)
+    (record,) = headless.simulate(labeling, 1)
   finally:
     labeling.close()
   assert record["metric"] == metric and len(record["selected"]) == settings.query_size
-  again = session.reopen(str(tmp_path))
+  again = headless.reopen(str(tmp_path))
   try:
     path = again.predict()
     labeled = {again.paths[i] for i, item in again.store.all().items() if item.label}

@@ -1,5 +1,6 @@
 """A person in the loop: label your own images in the browser (`experiments/label.py`).
 
 `session` steps the library's round loop one round at a time with a person's answers,
-`store` keeps them in SQLite, `server` serves the page in `static/` (Flask, waitress).
+`store` keeps them in SQLite, `server` serves the page in `static/` (Flask, waitress),
+`headless` reopens a workdir (predictions) or simulates a person without a page.
 """

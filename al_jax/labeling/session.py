@@ -19,12 +19,10 @@ way; its folder names are hidden from the page and only report the true accuracy
 round, on its test/ images when it has them, else on the whole pool.
 """
 
-import csv
 import dataclasses
 import functools
 import hashlib
 import os
-import sqlite3
 import threading
 import time
 
@@ -415,63 +413,13 @@ class LabelSession:
     chosen = {i for i, _ in ranked}
     rows = [(i, f"{s:.6g}", rank) for rank, (i, s) in enumerate(ranked, 1)]
     rows += [(i, "", "") for i in unlabeled if i not in chosen]
-    path = os.path.join(self.workdir, "predictions.csv")
-    with open(path + ".tmp", "w", newline="") as f:
-      writer = csv.writer(f, lineterminator="\n")
-      writer.writerow(["path", "predicted_label", "probability", "score", "rank", "ranking"])
-      for i, score, rank in rows:
-        c = int(np.argmax(probs[i]))
-        writer.writerow([self.paths[i], self.classes[c], f"{probs[i, c]:.6f}", score, rank,
-                         "score" if every_image else "batch"])
-    os.replace(path + ".tmp", path)
-    return path
+    ranking = "score" if every_image else "batch"
+    return store_lib.write_predictions(self.workdir, [
+        {"path": self.paths[i], "predicted_label": self.classes[int(np.argmax(probs[i]))],
+         "probability": f"{np.max(probs[i]):.6f}", "score": score, "rank": rank,
+         "ranking": ranking} for i, score, rank in rows])
 
   def close(self) -> None:
     with self._loop_lock:
       self.loop.close()
     self.store.close()
-
-
-def reopen(workdir: str) -> LabelSession:
-  """The session of an existing labeling workdir, from what it records (for --predict)."""
-  path = os.path.join(workdir, "labels.sqlite")
-  if not os.path.isfile(path):
-    raise LabelError(f"{workdir} holds no labels.sqlite; run label.py with --images first")
-  try:
-    saved = store_lib.LabelStore(path)
-    setup = saved.get_meta("setup")
-    saved.close()
-  except sqlite3.Error as error:
-    raise LabelError(f"{path} is not readable ({error}); is it a label.py workdir?") from error
-  if setup is None:
-    raise LabelError(f"{path} records no images; run label.py with --images first")
-  settings = Settings(**setup["settings"])
-  images = open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
-  return LabelSession(images, workdir, settings, images_arg=setup["images"])
-
-
-def simulate(labeling: LabelSession, rounds: int) -> list[dict]:
-  """Simulation mode without a page: answers `rounds` batches with the folder's hidden
-  labels (images of no class are skipped), through `answer` like the page. Returns
-  per round the record and `turnaround_s`, from the batch's last answer to the next
-  batch (training, scoring, evaluation and the checkpoint)."""
-  if not labeling.images.simulation:
-    raise LabelError("--simulate needs --images with a train/<class>/ layout")
-  out = []
-  labeling.start()
-  for _ in range(rounds):
-    while labeling.state()["training"]:
-      time.sleep(0.05)
-    if labeling.error or not labeling.batch:
-      break
-    for i in list(labeling.batch):
-      hidden = int(labeling.images.hidden[i])
-      labeling.answer(i, labeling.classes[hidden] if hidden >= 0 else None)
-    started = time.perf_counter()
-    while labeling.state()["training"]:
-      time.sleep(0.01)
-    if labeling.error:
-      raise LabelError(f"the round failed: {labeling.error}")
-    out.append({**labeling.loop.results[0][-1],
-                "turnaround_s": time.perf_counter() - started})
-  return out
