@@ -119,8 +119,9 @@ class Scorer:
   """Scores this process's range of the pool for every run: `top_k(...)` -> (scores
   [R, k], indices [R, k]), the runs' best over the range, after `slab_rows`-image slabs.
 
-  One compiled step per slab (one compile for a whole job), mapped over the runs (`vmap` or `lax.map`); with several local devices each takes one chunk
-  of the slab (a "data" mesh), exactly as one device would score it.
+  One compiled step per slab (`score_slab`, compiled once for a whole job), mapped over
+  the runs (`vmap` or `lax.map`); with several local devices each takes one chunk of
+  the slab (a "data" mesh), exactly as one device would score it.
   """
   protocol: protocols.PoolProtocol
   vmap: bool
