@@ -297,10 +297,6 @@ class RoundLoop:
     """Run `run`'s latest model (trained in the last round stepped)."""
     return jax.tree.map(lambda x: x[run], self._carry["train_state"])
 
-  def labeled(self, run: int = 0) -> np.ndarray:
-    """Run `run`'s labeled mask [N] (the selection of the last round included)."""
-    return np.asarray(self._carry["labeled"][run])[:self.data.num_pool]
-
   def _pool_images(self) -> jax.Array:
     if self.stream is not None:
       raise ValueError("predictions of a pool streamed from the host are not kept; load "
