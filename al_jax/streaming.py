@@ -15,6 +15,9 @@ never all on a device, nor (read from an npy file, `al_jax.datasets.npy`) in hos
    at every merge, so the selection is the in-memory one.
 3. `finish_step`: one compiled step labels the selection (`PoolProtocol.end_round`).
 
+`StreamedRound` holds the three parts of a job, as the round loop (`al_jax.experiment`)
+steps them.
+
 The carry (model, labeled mask [N], round) is the in-memory carry, so checkpoints and
 resume are unchanged. Only per-image strategies stream (the paper's scorers, the
 Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
@@ -32,7 +35,8 @@ from absl import logging
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from al_jax import acquisition, bayesian, protocols, scoring, training
+from al_jax import acquisition, bayesian, protocols, scoring, sharding, training
+from al_jax.round_program import RoundProgram, pad_rows
 
 
 PROGRESS_EVERY_S = 60  # a line in the log while a long pool pass runs
@@ -70,20 +74,20 @@ def pool_rows(dataset):
 def train_step(protocol: protocols.PoolProtocol):
   """(carry, data, run) -> (carry with the trained model, round metrics but "selected");
   data = {"labeled": {"images", "labels", "rows"}, "stop": {...}, "test": {...}}."""
-  def step(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+  def train_part(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
     state, metrics = protocol.train_round(carry, data, run)
     return {**carry, "train_state": state}, metrics
-  return step
+  return train_part
 
 
 def finish_step(protocol: protocols.PoolProtocol):
   """(carry, data, run) -> (next carry, {"selected"}); run["best"] = (scores [k], indices
   [k]), the run's merged top-k (-inf: none)."""
-  def step(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
+  def finish_part(carry: dict, data: dict, run: dict) -> tuple[dict, dict]:
     scores, indices = run["best"]
     selection = acquisition.Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
     return protocol.end_round(carry, carry["train_state"], selection, {})
-  return step
+  return finish_part
 
 
 def streamable(strategy: acquisition.Acquisition) -> bool:
@@ -112,15 +116,14 @@ class Scorer:
   """Scores this process's range of the pool for every run: `top_k(...)` -> (scores
   [R, k], indices [R, k]), the runs' best over the range, after `slab_rows`-image slabs.
 
-  One compiled step per slab (`traces` counts its traces: 1 for a whole job), mapped
-  over the runs (`vmap` or `lax.map`); with several local devices each takes one chunk
-  of the slab (a "data" mesh), exactly as one device would score it.
+  One compiled step per slab (`score_slab`, compiled once for a whole job), mapped over
+  the runs (`vmap` or `lax.map`); with several local devices each takes one chunk of
+  the slab (a "data" mesh), exactly as one device would score it.
   """
   protocol: protocols.PoolProtocol
   vmap: bool
   num_pool: int           # real pool images (rows >= num_pool are padding)
   padded: int             # rows of the padded pool, N'
-  traces: int = 0
 
   def __post_init__(self):
     devices = jax.local_devices()
@@ -132,15 +135,14 @@ class Scorer:
     p, n = jax.process_index(), jax.process_count()
     self.start = num_chunks * p // n * chunk          # this process's rows
     self.stop = num_chunks * (p + 1) // n * chunk
-    self._step = jax.jit(self._slab_step)
+    self._step = jax.jit(self.score_slab)
     logging.info("process %d of %d streams pool rows %d..%d (of %d), %d at a time on %d "
                  "device(s)", p, n, self.start, min(self.stop, self.num_pool), self.num_pool,
                  self.slab_rows, len(devices))
 
-  def _slab_step(self, states, labeled, runs, r, slab, start, stop, best):
+  def score_slab(self, states, labeled, runs, r, slab, start, stop, best):
     """One slab [S, H, W, C] (pool rows start..start+S, those >= stop not ours) into
     every run's best; labeled: [R, L] ascending labeled rows (padding >= N')."""
-    self.traces += 1
     indices = start + jnp.arange(slab.shape[0], dtype=jnp.int32)
 
     def one(state, labeled_rows, run, best):
@@ -230,3 +232,60 @@ def labeled_buffer(rows_per_run: np.ndarray, size: int, pool_labels: np.ndarray,
   labels = np.zeros(size, np.int32)
   labels[:len(union)] = pool_labels[union]
   return {"images": rows.take(buffer_rows), "labels": labels, "rows": buffer_rows}
+
+
+class StreamedRound:
+  """The parts of a round on a streamed pool: the compiled training and labeling steps
+  over the stacked runs (as `RoundProgram`s, on the job's layout), and the process-local
+  scorer of this process's range of the pool between them.
+
+  data: the job's `experiment.PreparedData` (host labels and valid, `rows` the pool's
+  row source); runs: host {"key": key data [R, 2], "metric": [R]}.
+  """
+
+  def __init__(self, protocol: protocols.PoolProtocol, data, vmap: bool,
+               layout: sharding.Layout | None, num_runs: int, runs: dict[str, np.ndarray]):
+    cfg, padded = protocol.config, len(data.pool["valid"])
+    self.data, self.num_runs, self.runs = data, num_runs, runs
+    self.train = RoundProgram(protocol, vmap, layout, train_step(protocol))
+    self.finish = RoundProgram(protocol, vmap, layout, finish_step(protocol))
+    self.scorer = Scorer(protocol, vmap, data.num_pool, padded)
+    self.k = cfg.query_size
+    self.per_run = min(cfg.labels_needed, padded)          # labeled rows of one run, at most
+    self.buffer = min(num_runs * cfg.labels_needed, padded)  # of all runs together
+    stop = protocols.stop_set_size(padded, cfg.chunk_size)
+    self.stop_set = {"images": data.rows.read(0, stop), "valid": data.pool["valid"][:stop]}
+    self._rows = None
+
+  def labeled(self, carry: dict) -> dict:
+    """The runs' labeled images, the union of their labeled rows (`labeled_buffer`)."""
+    self._rows = local_copy(labeled_rows(carry["labeled"], size=self.per_run),
+                            self.num_runs)
+    return labeled_buffer(self._rows, self.buffer, self.data.pool["labels"], self.data.rows)
+
+  def _best_inputs(self, run_inputs: dict, best: tuple, layout: sharding.Layout) -> dict:
+    best = tuple(pad_rows(np.asarray(x), layout.padded_runs) for x in best)
+    return layout.place({**run_inputs, "best": best}, P(sharding.RUNS))
+
+  def compile(self, carry, train_data, run_inputs) -> tuple[dict, float]:
+    """({"train", "finish"} compiled steps (finish: at its first use), seconds)."""
+    train, train_s = self.train.executable(carry, train_data, run_inputs)
+    return {"train": train, "finish": None}, train_s
+
+  def step(self, compiled: dict, carry, train_data, run_inputs, layout: sharding.Layout, *,
+           round_index: int, query: bool) -> tuple[dict, dict]:
+    """Round `round_index`: train and evaluate, score the pool (unless `query` is False:
+    the last round queries nothing), label the selection."""
+    carry, metrics = compiled["train"](carry, train_data, run_inputs)
+    if query:
+      states = local_copy(carry["train_state"], self.num_runs)
+      best = merge_processes(self.scorer.top_k(states, self._rows, self.runs, round_index,
+                                               self.data.rows))
+    else:
+      best = tuple(np.broadcast_to(np.asarray(x), (self.num_runs, self.k))
+                   for x in scoring.empty_top_k(self.k))
+    inputs = self._best_inputs(run_inputs, best, layout)
+    if compiled["finish"] is None:
+      compiled["finish"], _ = self.finish.executable(carry, {}, inputs)
+    carry, selected = compiled["finish"](carry, {}, inputs)
+    return jax.block_until_ready((carry, {**metrics, **selected}))

@@ -21,7 +21,7 @@ import jax
 from absl import app, flags
 
 import al_jax
-from al_jax import benchmarking, experiment, metrics, specs
+from al_jax import benchmarking, metrics, results, specs
 
 RUN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
 
@@ -64,8 +64,8 @@ def compare_grid(workdir: str) -> dict:
     max_diff = 0.0
     for metric in metrics.NAMES:
       for seed in range(3):
-        a = experiment.read_results(f"{workdir}/separate/{metric}/seed_{seed}")
-        b = experiment.read_results(f"{workdir}/vmap_{mode}/{metric}/seed_{seed}")
+        a = results.read_results(f"{workdir}/separate/{metric}/seed_{seed}")
+        b = results.read_results(f"{workdir}/vmap_{mode}/{metric}/seed_{seed}")
         for x, y in zip(a, b):
           records += 1
           diff = abs(x["test_accuracy"] - y["test_accuracy"])

@@ -6,7 +6,11 @@ r"""Label your own images in the browser; the model picks what to show.
 The first prints one URL; open it. Labels go to OUT/labels.sqlite the moment they are
 given and to OUT/labels.csv and labels.json on export and on exit; the model of each
 round to OUT/checkpoints/. Started again with the same flags it continues where it
-stopped. --predict writes OUT/predictions.csv for every image still without a label.
+stopped. --predict writes OUT/predictions.csv for every image still without a label:
+the latest model's class and probability, and the strategy's score and rank; its column
+"ranking" says what a rank is: "score" (entropy and the other per-image scorers: every
+image ranked, 1 = asked first) or "batch" (batchbald, coreset, badge, stochastic_*:
+ranks 1..query_size are the next batch, chosen together; the other images are unranked).
 `--images=sample` is the packaged Fruits-360 sample; a folder with a train/<class>/
 layout runs in simulation mode (its folder names only report the true accuracy).
 """
@@ -21,7 +25,7 @@ from absl import app, flags, logging
 import al_jax
 from al_jax import acquisition
 from al_jax import datasets
-from al_jax.labeling import server, session
+from al_jax.labeling import headless, server, session
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("images", None, "Folder of images (searched recursively), 'sample' for "
@@ -65,7 +69,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise session.LabelError("pass --workdir=OUT, the folder for labels and models")
   if FLAGS.predict:
-    labeling = session.reopen(FLAGS.workdir)
+    labeling = headless.reopen(FLAGS.workdir)
     path = labeling.predict()
     labeling.close()
     print(path)
@@ -81,7 +85,7 @@ def main(argv):
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
   if FLAGS.simulate:
     try:
-      for record in session.simulate(labeling, FLAGS.simulate):
+      for record in headless.simulate(labeling, FLAGS.simulate):
         print(json.dumps({k: record[k] for k in (
             "round", "num_labeled", "estimated_accuracy", "true_accuracy", "round_s",
             "turnaround_s")}), flush=True)

@@ -19,7 +19,7 @@ import al_jax
 from al_jax import acquisition, specs
 from al_jax import config as config_lib
 from al_jax import datasets
-from al_jax import experiment, metrics, sharding
+from al_jax import experiment, metrics, results, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}, or "
@@ -181,7 +181,7 @@ def main(argv):
                         data_parallel_training=FLAGS.data_parallel_training)
   if jax.process_index() != 0:
     return
-  for metric, s in experiment.summarize(runs).items():
+  for metric, s in results.summarize(runs).items():
     logging.info("%s: final test accuracy %.4f +- %.4f over %d seed(s)", metric,
                  s["test_accuracy_mean"][-1], s["test_accuracy_std"][-1], s["seeds"])
   logging.info("results, summary.json%s in %s", " and plots" if FLAGS.plot else "",

@@ -19,7 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import compiles
 from al_jax import acquisition, experiment, protocols
+from al_jax import results as results_lib
+from al_jax import workdir as workdir_lib
 from al_jax.config import Config, ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,20 +51,21 @@ class Interrupted(Exception):
   pass
 
 
+ROUND_STEP = "jit(mapped_round_step)"  # the compiled round step, in JAX's compile events
+
+
 @pytest.fixture
-def interrupt_after(monkeypatch):
-  """interrupt_after(n): the next run stops after n rounds, as a kill between rounds
-  would; later runs go on undisturbed."""
+def interrupt_after():
+  """interrupt_after(n): an `on_round` callback that stops the run it is given to after
+  n rounds, as a kill between rounds would."""
   def arm(n):
     calls = []
-    log_round = experiment._log_round
 
-    def stop(*args):
-      log_round(*args)
+    def stop(round_index, records):
       calls.append(1)
       if len(calls) == n:
         raise Interrupted
-    monkeypatch.setattr(experiment, "_log_round", stop)
+    return stop
   return arm
 
 
@@ -87,7 +91,7 @@ def reference_grid(tmp_path_factory, sample):
 def test_pool_smoke_and_results_format(reference):
   results, workdir = reference
   assert [r["num_labeled"] for r in results] == [20, 40, 60]
-  assert experiment.read_results(workdir) == json.loads(json.dumps(results))
+  assert results_lib.read_results(workdir) == json.loads(json.dumps(results))
   for r in results:
     for key in ("round", "num_labeled", "test_accuracy", "test_loss", "per_class_accuracy",
                 "metric", "seed", "selected", "epoch", "train_accuracy", "train_loss",
@@ -126,16 +130,14 @@ def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, 
   monkeypatch.setattr(protocols.PoolProtocol, "round_step",
                       chex.assert_max_traces(protocols.PoolProtocol.round_step, n=1))
   config = dataclasses.replace(SMALL, rounds=5, metrics=("smallest_margin", "random"))
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO), compiles.counted() as compiled:
     runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
   assert [r["num_labeled"] for r in runs[("random", 0)]] == [20, 40, 60, 80, 100]
   progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
   assert [p.split(":")[0] for p in progress] == [f"round {i}/5" for i in range(1, 6)]
   assert "over 2 runs" in progress[0] and progress[-1].endswith("about 0s left")
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2", "3", "4", "5"]
-  program = experiment.round_program(experiment.static_config(config), 10, (28, 28, 1),
-                                     600, False)
-  assert program.num_compiled == 1
+  assert compiled[ROUND_STEP] == 1
 
 
 def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
@@ -154,9 +156,8 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
                          data=sample)
   assert again[("bald", 0)][0]["selected"] == runs[("bald", 0)][0]["selected"]
   # Interrupted after round 1 and resumed: the same as uninterrupted.
-  interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(config, str(tmp_path / "c"), data=sample)
+    experiment.run(config, str(tmp_path / "c"), data=sample, on_round=interrupt_after(1))
   resumed = experiment.run(config, str(tmp_path / "c"), data=sample)
   for run, records in runs.items():
     assert _strip_timing(resumed[run]) == _strip_timing(records)
@@ -170,7 +171,8 @@ def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, e
   queries of the right size, different choices, the same seed the same selection."""
   config = dataclasses.replace(SMALL, metrics=metrics, mc_samples=4, batch_configs=100,
                                ensemble_size=ensemble_size)
-  runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
+  with compiles.counted() as compiled:
+    runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
   for records in runs.values():
     labeled = set(records[0]["initial_labeled"])
     for r in records[:-1]:
@@ -178,9 +180,7 @@ def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, e
       labeled |= set(r["selected"])
   firsts = {tuple(records[0]["selected"]) for records in runs.values()}
   assert len(firsts) == len(metrics)
-  program = experiment.round_program(experiment.static_config(config), 10, (28, 28, 1),
-                                     600, False)
-  assert program.num_compiled == 1
+  assert compiled[ROUND_STEP] == 1
   again = experiment.run(dataclasses.replace(config, metrics=metrics[-1:]),
                          str(tmp_path / "again"), data=sample)
   assert _strip_timing(again[(metrics[-1], 0)]) == _strip_timing(runs[(metrics[-1], 0)])
@@ -198,7 +198,7 @@ def test_runs_together_equal_runs_alone(reference_grid, reference, sample, tmp_p
   runs, workdir = reference_grid
   assert set(runs) == {(m, s) for m in GRID.metrics for s in GRID.seeds}
   for (metric, seed), records in runs.items():
-    assert experiment.read_results(os.path.join(workdir, metric, f"seed_{seed}")) == records
+    assert results_lib.read_results(os.path.join(workdir, metric, f"seed_{seed}")) == records
   alone = _one(experiment.run(dataclasses.replace(SMALL, metrics=("random",), seeds=(1,)),
                               str(tmp_path / "alone"), data=sample))
   assert _strip_timing(alone) == _strip_timing(runs[("random", 1)])
@@ -230,23 +230,20 @@ def test_summary_and_figures(reference_grid):
 
 
 def test_resume_equals_uninterrupted(tmp_path, reference, sample, interrupt_after):
-  interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(SMALL, str(tmp_path), data=sample)
-  assert len(experiment.read_results(str(tmp_path))) == 1
-  resumed = _one(experiment.run(SMALL, str(tmp_path), data=sample))
-  program = experiment.round_program(experiment.static_config(SMALL), 10, (28, 28, 1),
-                                     600, False)
-  assert program.num_compiled == 1, "the restored carry needed another compiled step"
+    experiment.run(SMALL, str(tmp_path), data=sample, on_round=interrupt_after(1))
+  assert len(results_lib.read_results(str(tmp_path))) == 1
+  with compiles.counted() as compiled:  # the interrupted run's step is reused
+    resumed = _one(experiment.run(SMALL, str(tmp_path), data=sample))
+  assert compiled[ROUND_STEP] == 0, "the restored carry needed another compiled step"
   assert _strip_timing(resumed) == _strip_timing(reference[0])
-  assert _strip_timing(experiment.read_results(str(tmp_path))) == _strip_timing(reference[0])
+  assert _strip_timing(results_lib.read_results(str(tmp_path))) == _strip_timing(reference[0])
 
 
 def test_resume_across_a_change_of_run_layout(tmp_path, reference_grid, sample,
                                               interrupt_after):
-  interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(PAIR, str(tmp_path), data=sample)
+    experiment.run(PAIR, str(tmp_path), data=sample, on_round=interrupt_after(1))
   resumed = experiment.run(dataclasses.replace(PAIR, vmap_runs="true"), str(tmp_path),
                            data=sample)
   assert len(resumed) == 2
@@ -260,21 +257,20 @@ def test_resume_across_a_change_of_run_layout(tmp_path, reference_grid, sample,
 def test_keep_training_resume_equals_uninterrupted(tmp_path, sample, interrupt_after):
   config = dataclasses.replace(SMALL, keep_training=True, metrics=("smallest_margin",))
   whole = _one(experiment.run(config, str(tmp_path / "whole"), data=sample))
-  interrupt_after(2)
   with pytest.raises(Interrupted):
-    experiment.run(config, str(tmp_path / "part"), data=sample)
+    experiment.run(config, str(tmp_path / "part"), data=sample,
+                   on_round=interrupt_after(2))
   resumed = _one(experiment.run(config, str(tmp_path / "part"), data=sample))
   assert _strip_timing(resumed) == _strip_timing(whole)
 
 
 def test_workdir_of_another_config_is_refused(tmp_path, sample, interrupt_after):
-  interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(SMALL, str(tmp_path), data=sample)
+    experiment.run(SMALL, str(tmp_path), data=sample, on_round=interrupt_after(1))
   other = dataclasses.replace(SMALL, query_size=10)
   with pytest.raises(ConfigError, match="another configuration.*query_size.*--overwrite"):
     experiment.run(other, str(tmp_path), data=sample)
-  assert len(experiment.read_results(str(tmp_path))) == 1  # nothing lost
+  assert len(results_lib.read_results(str(tmp_path))) == 1  # nothing lost
   (tmp_path / "notes.txt").write_text("mine")
   results = _one(experiment.run(other, str(tmp_path), overwrite=True, data=sample))
   assert [r["num_labeled"] for r in results] == [20, 30, 40]
@@ -309,15 +305,15 @@ def test_a_workdir_from_before_recipes_resumes_with_its_own(tmp_path, sample):
   old = {k: v for k, v in paper.to_dict().items()
          if k not in ("recipe", "validation_fraction", "patience", "min_steps")}
   (tmp_path / "config.json").write_text(json.dumps(old))
-  experiment.check_workdir(paper, str(tmp_path), overwrite=False)  # resumes
+  workdir_lib.check_workdir(paper, str(tmp_path), overwrite=False)  # resumes
   (tmp_path / "config.json").write_text(json.dumps(old))
   with pytest.raises(ConfigError, match="another configuration.*--recipe=paper"):
-    experiment.check_workdir(dataclasses.replace(paper, recipe="small_budget"),
+    workdir_lib.check_workdir(dataclasses.replace(paper, recipe="small_budget"),
                              str(tmp_path), overwrite=False)
   chosen = dataclasses.replace(SMALL, model="pooled_cnn")  # the study's explicit flags
   old = {k: v for k, v in chosen.to_dict().items() if k != "recipe"}
   (tmp_path / "config.json").write_text(json.dumps(old))
-  experiment.check_workdir(chosen, str(tmp_path), overwrite=False)
+  workdir_lib.check_workdir(chosen, str(tmp_path), overwrite=False)
 
 
 def test_early_stopping_in_the_loop(tmp_path, sample, monkeypatch):
@@ -354,9 +350,9 @@ def _damage_latest(workdir):
 
 def test_damaged_checkpoint_falls_back_to_previous(tmp_path, reference, sample, caplog,
                                                    interrupt_after):
-  interrupt_after(2)
   with pytest.raises(Interrupted):
-    experiment.run(SMALL, str(tmp_path), data=sample)  # checkpoints 1 and 2
+    experiment.run(SMALL, str(tmp_path), data=sample,
+                   on_round=interrupt_after(2))  # checkpoints 1 and 2
   assert _damage_latest(str(tmp_path)) == 2
   with caplog.at_level(logging.WARNING):
     resumed = _one(experiment.run(SMALL, str(tmp_path), data=sample))
@@ -369,7 +365,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_earlier_rounds(tmp_path, 
   with pytest.raises(FloatingPointError, match=r"^non-finite training loss in round 1 "
                      r"\(entropy seed 0\); lower --learning_rate$"):
     experiment.run(config, str(tmp_path), data=sample)
-  assert [r["round"] for r in experiment.read_results(str(tmp_path))] == [0]
+  assert [r["round"] for r in results_lib.read_results(str(tmp_path))] == [0]
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
 
 
@@ -538,7 +534,7 @@ def test_kill_9_mid_round_then_resume(tmp_path, strategy_flags):
 
 def _job_results(workdir):
   """{results file relative to workdir: records without timings} of a whole job."""
-  return {os.path.relpath(path, workdir): _strip_timing(experiment.read_results(str(path)))
+  return {os.path.relpath(path, workdir): _strip_timing(results_lib.read_results(str(path)))
           for path in sorted(workdir.rglob("results.jsonl"))}
 
 
@@ -563,7 +559,7 @@ def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
   finally:
     run_py.FLAGS.unparse_flags()
   assert f"results, summary.json in {tmp_path / 'out'}" in caplog.messages
-  results = experiment.read_results(str(tmp_path / "out"))
+  results = results_lib.read_results(str(tmp_path / "out"))
   assert [r["num_labeled"] for r in results] == [6, 12]
   assert results[0]["classes"] == ["banana", "onion", "plum"]
   assert results[0]["data_source"] == "data_dir"
@@ -591,7 +587,7 @@ def test_a_tfds_data_set_through_run_py(tmp_path, caplog, monkeypatch):
     run_py.FLAGS.unparse_flags()
   assert ("tfds:cifar10 from tfds: 40 pool images, 40 test images, 10 classes, images "
           "16x16x3") in caplog.messages
-  results = experiment.read_results(str(tmp_path / "out"))
+  results = results_lib.read_results(str(tmp_path / "out"))
   assert [r["num_labeled"] for r in results] == [8, 16]
   assert results[0]["dataset"] == "tfds:cifar10" and results[0]["data_source"] == "tfds"
   assert results[0]["classes"] == [str(c) for c in range(10)]

@@ -24,7 +24,7 @@ import pytest
 
 from al_jax import datasets
 from al_jax.labeling import images as images_lib
-from al_jax.labeling import server, session, store as store_lib
+from al_jax.labeling import headless, server, session, store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABEL_PY = os.path.join(ROOT, "experiments", "label.py")
@@ -157,6 +157,47 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
   fewer = session.open_images(os.path.join(SAMPLE, "Test"), ("a", "b"), SMALL.image_size)
   with pytest.raises(session.LabelError, match="other images"):
     session.LabelSession(fewer, workdir, SMALL)
+
+
+@pytest.mark.parametrize("metric", ["entropy", "coreset", "badge", "batchbald"])
+def test_predict_ranks_every_image_or_the_next_joint_batch(tmp_path, metric):
+  """What `label.py --predict` does (`reopen(workdir).predict()`) after one round: a row
+  per unlabeled image; a per-image strategy ranks them all by score, a joint one ranks
+  the query_size images of its next batch (before: coreset failed, batchbald chose a
+  batch of every unlabeled image)."""
+  settings = session.Settings(**{**SMALL.__dict__, "metric": metric})
+  images = session.open_images(SAMPLE, None, settings.image_size)
+  labeling = session.LabelSession(images, str(tmp_path), settings)
+  try:
+    (record,) = headless.simulate(labeling, 1)
+  finally:
+    labeling.close()
+  assert record["metric"] == metric and len(record["selected"]) == settings.query_size
+  again = headless.reopen(str(tmp_path))
+  try:
+    path = again.predict()
+    labeled = {again.paths[i] for i, item in again.store.all().items() if item.label}
+  finally:
+    again.close()
+  rows = list(csv.DictReader(open(path)))
+  assert len(rows) == len(images.pool.paths) - len(labeled)
+  assert not {r["path"] for r in rows} & labeled and len({r["path"] for r in rows}) == len(rows)
+  assert all(0 < float(r["probability"]) <= 1 for r in rows)
+  ranked = [r for r in rows if r["rank"]]
+  assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+  assert rows[:len(ranked)] == ranked  # ranked first, in rank order
+  if metric == "entropy":
+    assert {r["ranking"] for r in rows} == {"score"} and len(ranked) == len(rows)
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    return
+  assert {r["ranking"] for r in rows} == {"batch"} and len(ranked) == settings.query_size
+  assert all(r["score"] == "" for r in rows[len(ranked):])
+  scores = [float(r["score"]) for r in ranked]
+  if metric == "batchbald":  # the batch's joint BALD: it grows with every pick
+    assert all(b >= a - 1e-6 for a, b in zip(scores, scores[1:])) and scores[-1] > 0
+  else:  # core-set and BADGE: a set has no per-image score
+    assert scores == [0.0] * settings.query_size
 
 
 # --------------------------------------------------------------------------- server

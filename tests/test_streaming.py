@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from al_jax import datasets, experiment, streaming, training
+import compiles
+from al_jax import datasets, experiment, results, streaming, training
 from al_jax.datasets import npy as npy_data
 from al_jax.config import Config, ConfigError
 
@@ -45,7 +46,7 @@ def _cli(*args, devices=None, **popen):
 
 def _results(workdir):
   return {os.path.relpath(path, workdir): [
-      {k: v for k, v in r.items() if k != "round_s"} for r in experiment.read_results(str(path))]
+      {k: v for k, v in r.items() if k != "round_s"} for r in results.read_results(str(path))]
       for path in sorted(workdir.rglob("results.jsonl"))}
 
 
@@ -128,22 +129,23 @@ def test_each_part_compiles_once_over_many_rounds(tmp_path, npy_dir):
   loop = experiment.RoundLoop(config, data, str(tmp_path))
   try:
     labeled = []
-    for _ in range(config.rounds):
-      values, _ = loop.step()
-      labeled.append(values["num_labeled"].tolist())
-      loop.save([{} for _ in loop.runs])
+    with compiles.counted() as compiled:
+      for _ in range(config.rounds):
+        values, _ = loop.step()
+        labeled.append(values["num_labeled"].tolist())
+        loop.save([{} for _ in loop.runs])
   finally:
     loop.close()
   assert labeled == [[20, 20], [40, 40], [60, 60], [80, 80], [100, 100]]
-  assert loop.stream.train.num_compiled == 1 and loop.stream.finish.num_compiled == 1
-  assert loop.stream.scorer.traces == 1
+  assert compiled["jit(mapped_train_part)"] == 1 and compiled["jit(mapped_finish_part)"] == 1
+  assert compiled["jit(score_slab)"] == 1  # traced once: each trace compiles
 
 
 class Interrupted(Exception):
   pass
 
 
-def test_a_job_resumes_across_stream_pool(tmp_path, monkeypatch):
+def test_a_job_resumes_across_stream_pool(tmp_path):
   """The carry is the in-memory one: a streamed job stopped after round 1 continues
   with the pool in memory and ends as the in-memory job does (and config.json allows
   the change, as for --vmap_runs)."""
@@ -151,16 +153,12 @@ def test_a_job_resumes_across_stream_pool(tmp_path, monkeypatch):
                   query_size=20, rounds=3, epochs_per_round=2, batch_size=32, chunk_size=200,
                   eval_batch_size=100)
   whole = experiment.run(config, str(tmp_path / "whole"))
-  log_round = experiment._log_round
 
-  def stop_after_first(*args):
-    log_round(*args)
+  def stop_after_first(round_index, records):
     raise Interrupted
-  monkeypatch.setattr(experiment, "_log_round", stop_after_first)
   streamed = dataclasses.replace(config, stream_pool="true")
   with pytest.raises(Interrupted):
-    experiment.run(streamed, str(tmp_path / "job"))
-  monkeypatch.setattr(experiment, "_log_round", log_round)
+    experiment.run(streamed, str(tmp_path / "job"), on_round=stop_after_first)
   resumed = experiment.run(config, str(tmp_path / "job"))
   strip = lambda runs: [{k: v for k, v in r.items() if k != "round_s"}
                         for records in runs.values() for r in records]

@@ -5,25 +5,24 @@ The images of a folder are the pool. The first batch is the pool protocol's own 
 initial set (`initial_size` images) plus `validation_size` other random images, held
 out to estimate accuracy; every later batch is the `query_size` images the acquisition
 strategy chose. When every image of a batch has an answer, one round of the protocol's
-`round_step` runs (`experiment.RoundLoop`): the person's labels fill
-data["pool"]["labels"] and the carry's labeled mask, skipped ("not sure") images leave
-the pool through data["pool"]["valid"], the model is evaluated on the labeled held-out
-images (data["test"], masked by "valid") and the strategy's `selected` images are the
-next batch. The carry is checkpointed (Orbax, the layout of `run`) before that batch is
-shown, and every answer is in SQLite (`store`) the moment it is given, so a server
-killed at any moment continues exactly where it stopped.
+round step runs through the round loop's public API (`experiment.RoundLoop`): the
+person's labels go in (`put_labels`: the training set, skipped "not sure" images out of
+the pool, the labeled held-out images as the test set), the loop steps one round, and
+its record (`results.round_record`, plus the page's fields) says the model's accuracy
+on the held-out images and the strategy's `selected` images, the next batch. The carry
+is checkpointed (Orbax, the layout of `run`) before that batch is shown, and every
+answer is in SQLite (`store`) the moment it is given, so a server killed at any moment
+continues exactly where it stopped.
 
 Simulation mode: an `--images` folder with a train/<class>/ layout is labeled the same
 way; its folder names are hidden from the page and only report the true accuracy per
 round, on its test/ images when it has them, else on the whole pool.
 """
 
-import csv
 import dataclasses
 import functools
 import hashlib
 import os
-import sqlite3
 import threading
 import time
 
@@ -33,8 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps
 
-from al_jax import acquisition, experiment, protocols, scoring, training
-from al_jax import datasets
+from al_jax import datasets, experiment, results, training
 from al_jax.config import Config, ConfigError
 from al_jax.labeling import images as images_lib
 from al_jax.labeling import store as store_lib
@@ -163,20 +161,15 @@ class LabelSession:
     rng = np.random.default_rng(settings.seed)
     self.validation = np.sort(rng.permutation(num)[:settings.validation_size])
     self._validation_set = set(self.validation.tolist())
-    padded = -(-num // chunk) * chunk
-    pool_images = np.zeros((padded, *images.pool.images.shape[1:]), np.uint8)
-    pool_images[:num] = images.pool.images
-    self.base_valid = np.arange(padded) < num
-    self.base_valid[self.validation] = False
-    self.pool_images = jnp.asarray(pool_images)
-    self.validation_images = jnp.asarray(images.pool.images[self.validation])
-    data = experiment.PreparedData(
-        pool={"images": self.pool_images, "labels": jnp.zeros(padded, jnp.int32),
-              "valid": jnp.asarray(self.base_valid)},
-        test={"images": self.validation_images,
-              "labels": jnp.zeros(len(self.validation), jnp.int32),
-              "valid": jnp.zeros(len(self.validation), bool)},
-        num_pool=num, class_names=self.classes, source="data_dir")
+    self.pool_valid = np.ones(num, bool)  # [N]: not held out (skipped images leave too)
+    self.pool_valid[self.validation] = False
+    data = experiment.in_memory_data(
+        {"images": images.pool.images, "labels": np.zeros(num, np.int32),
+         "valid": self.pool_valid},
+        {"images": images.pool.images[self.validation],
+         "labels": np.zeros(len(self.validation), np.int32),
+         "valid": np.zeros(len(self.validation), bool)},
+        self.classes, "data_dir", chunk)
     self.loop = experiment.RoundLoop(self.config, data, workdir)
     self.loop.resume()
     self.lock = threading.RLock()
@@ -185,6 +178,7 @@ class LabelSession:
     self.train_started = 0.0
     self.error: str | None = None
     self.batch = self._batch_from_results()
+    self._validation_labeled = 0
     self._true_eval = None
     if images.simulation:
       self._true_eval = self._true_accuracy_fn()
@@ -270,11 +264,12 @@ class LabelSession:
     threading.Thread(target=self._run_round, daemon=True).start()
 
   def _fill(self, labels: dict) -> None:
-    """Puts the answers into the round step's data and the carry's labeled mask."""
-    padded = self.base_valid.shape[0]
-    pool_labels = np.zeros(padded, np.int32)
-    labeled = np.zeros(padded, bool)
-    valid = self.base_valid.copy()
+    """Puts the answers into the round loop: labels, the training set, the skipped
+    images out of the pool, the labeled held-out images as the test set."""
+    num = len(self.paths)
+    pool_labels = np.zeros(num, np.int32)
+    labeled = np.zeros(num, bool)
+    valid = self.pool_valid.copy()
     index = {c: i for i, c in enumerate(self.classes)}
     for i, item in labels.items():
       if item.label is None:
@@ -282,14 +277,11 @@ class LabelSession:
       else:
         pool_labels[i] = index[item.label]
         labeled[i] = i not in self._validation_set
-    self.loop.step_data = {
-        "pool": {"images": self.pool_images, "labels": jnp.asarray(pool_labels),
-                 "valid": jnp.asarray(valid)},
-        "test": {"images": self.validation_images,
-                 "labels": jnp.asarray(pool_labels[self.validation]),
-                 "valid": jnp.asarray(np.array([i in labels and labels[i].label is not None
-                                                for i in self.validation.tolist()]))}}
-    self.loop.carry = {**self.loop.carry, "labeled": jnp.asarray(labeled)[None]}
+    test_valid = np.array([i in labels and labels[i].label is not None
+                           for i in self.validation.tolist()], bool)
+    self.loop.put_labels({"labels": pool_labels, "labeled": labeled, "valid": valid},
+                         {"labels": pool_labels[self.validation], "valid": test_valid})
+    self._validation_labeled = int(test_valid.sum())
 
   def _run_round(self) -> None:
     try:
@@ -298,9 +290,10 @@ class LabelSession:
         self._fill(labels)
         r = self.loop.next_round
         values, seconds = self.loop.step()
-        record = self._record(r, {k: v[0] for k, v in values.items()}, seconds, labels)
+        (record,) = self.loop.records(values, seconds)
+        record.update(self._page_fields(record, labels))
         self.loop.save([record], wait=True)
-        experiment.write_results(self.workdir, self.loop.results[0])
+        results.write_results(self.workdir, self.loop.results[0])
       logging.info("round %d: trained on %d labels in %.1fs, estimated accuracy %s, next "
                    "batch of %d", r, record["num_labeled"], seconds,
                    record["estimated_accuracy"], len(record["selected"]))
@@ -312,22 +305,18 @@ class LabelSession:
         self.training = False
         self.error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
 
-  def _record(self, r: int, values: dict, seconds: float, labels: dict) -> dict:
-    selected = values["selected"]
-    record = {
-        "round": r, "metric": self.settings.metric, "round_s": seconds,
-        "num_labeled": int(values["num_labeled"]),
-        "validation_labeled": int(np.asarray(self.loop.step_data["test"]["valid"]).sum()),
-        "estimated_accuracy": experiment.json_value(values["test_accuracy"]),
-        "train_loss": experiment.json_value(values["train_loss"]),
-        "train_accuracy": experiment.json_value(values["train_accuracy"]),
-        "class_counts": self._class_counts(labels),
-        "skipped": sum(item.label is None for item in labels.values()),
-        "selected": selected[(selected >= 0) & (selected < len(self.paths))].tolist()}
+  def _page_fields(self, record: dict, labels: dict) -> dict:
+    """What the page adds to the loop's record (`results.round_record`): the accuracy
+    on the held-out labels as estimated_accuracy, their number, the answers so far and,
+    in simulation mode, the accuracy on the hidden labels."""
+    fields = {"estimated_accuracy": record["test_accuracy"],
+              "validation_labeled": self._validation_labeled,
+              "class_counts": self._class_counts(labels),
+              "skipped": sum(item.label is None for item in labels.values())}
     if self._true_eval is not None:
-      state = jax.tree.map(lambda x: x[0], self.loop.carry["train_state"])
-      record["true_accuracy"] = experiment.json_value(self._true_eval(state)["test_accuracy"])
-    return record
+      fields["true_accuracy"] = results.json_value(
+          self._true_eval(self.loop.model())["test_accuracy"])
+    return fields
 
   def _true_accuracy_fn(self):
     """Accuracy on the hidden labels: test/ when the folder has one, else the pool."""
@@ -402,7 +391,11 @@ class LabelSession:
 
   def predict(self) -> str:
     """Writes predictions.csv for every image without a label: the latest model's class
-    and probability, and the acquisition strategy's score and rank (1 = asked first)."""
+    and probability, and the acquisition strategy's score and rank (`RoundLoop.ranking`).
+    Its "ranking" column says what a rank is: "score", every image ranked by a
+    per-image score (1 = asked first); "batch", ranks 1..query_size are the batch a
+    joint strategy (batchbald, coreset, badge, stochastic_*) would ask next, chosen
+    together, and the other images have no rank (nor score)."""
     if self.loop.next_round == 0:
       raise LabelError("no model yet: label the first batch in the page first")
     labels = self.store.all()
@@ -410,82 +403,23 @@ class LabelSession:
                  if i not in labels or labels[i].label is None]
     if not unlabeled:
       raise LabelError("every image is labeled; nothing to predict")
-    state = jax.tree.map(lambda x: x[0], self.loop.carry["train_state"])
-    available = np.zeros(self.base_valid.shape, bool)
+    available = np.zeros(len(self.paths), bool)
     available[unlabeled] = True
-    strategy = acquisition.make(self.settings.metric, k=len(unlabeled),
-                                chunk_size=self.config.chunk_size,
-                                mc_samples=self.config.mc_samples)
-    key = protocols.stream_key(jax.random.key(self.settings.seed), protocols.QUERY,
-                               self.loop.next_round)
-    selection = jax.jit(strategy)(state, self.pool_images, jnp.asarray(available), key)
-    probs = np.asarray(_pool_probs(state, self.pool_images, self.config.chunk_size))
-    path = os.path.join(self.workdir, "predictions.csv")
-    with open(path + ".tmp", "w", newline="") as f:
-      writer = csv.writer(f, lineterminator="\n")
-      writer.writerow(["path", "predicted_label", "probability", "score", "rank"])
-      for rank, (i, score) in enumerate(zip(np.asarray(selection.indices).tolist(),
-                                            np.asarray(selection.scores).tolist()), 1):
-        c = int(np.argmax(probs[i]))
-        writer.writerow([self.paths[i], self.classes[c], f"{probs[i, c]:.6f}",
-                         f"{score:.6g}", rank])
-    os.replace(path + ".tmp", path)
-    return path
+    with self._loop_lock:
+      selection, every_image = self.loop.ranking(available)
+      probs = self.loop.predictions()
+    ranked = [(i, s) for i, s in zip(selection.indices.tolist(), selection.scores.tolist())
+              if i >= 0]
+    chosen = {i for i, _ in ranked}
+    rows = [(i, f"{s:.6g}", rank) for rank, (i, s) in enumerate(ranked, 1)]
+    rows += [(i, "", "") for i in unlabeled if i not in chosen]
+    ranking = "score" if every_image else "batch"
+    return store_lib.write_predictions(self.workdir, [
+        {"path": self.paths[i], "predicted_label": self.classes[int(np.argmax(probs[i]))],
+         "probability": f"{np.max(probs[i]):.6f}", "score": score, "rank": rank,
+         "ranking": ranking} for i, score, rank in rows])
 
   def close(self) -> None:
     with self._loop_lock:
       self.loop.close()
     self.store.close()
-
-
-@functools.partial(jax.jit, static_argnames="chunk_size")
-def _pool_probs(state: training.TrainState, images: jax.Array, chunk_size: int) -> jax.Array:
-  """Class probabilities of the whole pool, chunk by chunk.  [N, ...] -> [N, C]."""
-  chunks = images.reshape(-1, chunk_size, *images.shape[1:])
-  return jax.lax.map(lambda c: scoring.predict_probs(state, c), chunks).reshape(
-      images.shape[0], -1)
-
-
-def reopen(workdir: str) -> LabelSession:
-  """The session of an existing labeling workdir, from what it records (for --predict)."""
-  path = os.path.join(workdir, "labels.sqlite")
-  if not os.path.isfile(path):
-    raise LabelError(f"{workdir} holds no labels.sqlite; run label.py with --images first")
-  try:
-    saved = store_lib.LabelStore(path)
-    setup = saved.get_meta("setup")
-    saved.close()
-  except sqlite3.Error as error:
-    raise LabelError(f"{path} is not readable ({error}); is it a label.py workdir?") from error
-  if setup is None:
-    raise LabelError(f"{path} records no images; run label.py with --images first")
-  settings = Settings(**setup["settings"])
-  images = open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
-  return LabelSession(images, workdir, settings, images_arg=setup["images"])
-
-
-def simulate(labeling: LabelSession, rounds: int) -> list[dict]:
-  """Simulation mode without a page: answers `rounds` batches with the folder's hidden
-  labels (images of no class are skipped), through `answer` like the page. Returns
-  per round the record and `turnaround_s`, from the batch's last answer to the next
-  batch (training, scoring, evaluation and the checkpoint)."""
-  if not labeling.images.simulation:
-    raise LabelError("--simulate needs --images with a train/<class>/ layout")
-  out = []
-  labeling.start()
-  for _ in range(rounds):
-    while labeling.state()["training"]:
-      time.sleep(0.05)
-    if labeling.error or not labeling.batch:
-      break
-    for i in list(labeling.batch):
-      hidden = int(labeling.images.hidden[i])
-      labeling.answer(i, labeling.classes[hidden] if hidden >= 0 else None)
-    started = time.perf_counter()
-    while labeling.state()["training"]:
-      time.sleep(0.01)
-    if labeling.error:
-      raise LabelError(f"the round failed: {labeling.error}")
-    out.append({**labeling.loop.results[0][-1],
-                "turnaround_s": time.perf_counter() - started})
-  return out

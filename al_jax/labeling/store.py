@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS labels (
 );
 """
 EXPORT_FIELDS = ("path", "label", "use", "round", "time")
+# predictions.csv: "ranking" says what "rank" means (`LabelSession.predict`).
+PREDICTION_FIELDS = ("path", "predicted_label", "probability", "score", "rank", "ranking")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +119,22 @@ def write_exports(workdir: str, rows: list[dict], header: dict) -> tuple[str, st
   paths = (os.path.join(workdir, "labels.csv"), os.path.join(workdir, "labels.json"))
   for path, content in zip(paths, (text.getvalue(),
                                    json.dumps({**header, "labels": rows}, indent=1) + "\n")):
-    with open(path + ".tmp", "w", newline="") as f:
-      f.write(content)
-    os.replace(path + ".tmp", path)
+    _write_atomic(path, content)
   return paths
+
+
+def write_predictions(workdir: str, rows: list[dict]) -> str:
+  """Writes workdir/predictions.csv atomically (rows of PREDICTION_FIELDS); its path."""
+  text = io.StringIO()
+  writer = csv.DictWriter(text, PREDICTION_FIELDS, lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  path = os.path.join(workdir, "predictions.csv")
+  _write_atomic(path, text.getvalue())
+  return path
+
+
+def _write_atomic(path: str, content: str) -> None:
+  with open(path + ".tmp", "w", newline="") as f:
+    f.write(content)
+  os.replace(path + ".tmp", path)

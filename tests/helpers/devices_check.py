@@ -24,16 +24,14 @@ class Interrupted(Exception):
 
 
 def _interrupt_after(n):
-  """The next `experiment.run` stops after n rounds, as a kill between rounds would."""
-  log_round, calls = experiment._log_round, []
+  """An `on_round` callback: the run stops after n rounds, as a kill between rounds would."""
+  calls = []
 
-  def stop(*args):
-    log_round(*args)
+  def stop(round_index, records):
     calls.append(1)
     if len(calls) == n:
-      experiment._log_round = log_round
       raise Interrupted
-  experiment._log_round = stop
+  return stop
 
 
 def _compare(a, b):
@@ -54,9 +52,9 @@ def main(workdir):
   one = experiment.run(SMALL, f"{workdir}/one", data=data, devices=1)
   # 4 runs on 3 devices: the runs axis padded to 6; interrupted after round 1, then
   # resumed on all 8 devices (4 runs x 2 data-parallel).
-  _interrupt_after(1)
   try:
-    experiment.run(SMALL, f"{workdir}/moved", data=data, devices=3)
+    experiment.run(SMALL, f"{workdir}/moved", data=data, devices=3,
+                   on_round=_interrupt_after(1))
   except Interrupted:
     pass
   out["resumed_on_8"] = _compare(one, experiment.run(SMALL, f"{workdir}/moved", data=data))
@@ -65,10 +63,10 @@ def main(workdir):
   # Training batches split too: the compiled step holds the gradient all-reduce, and
   # round 0 (the same initial set) agrees to float rounding.
   split = experiment.run(SMALL, f"{workdir}/split", data=data, data_parallel_training=True)
-  program = experiment.round_program(experiment.static_config(SMALL), 10, (28, 28, 1),
-                                     data.num_pool, False,
-                                     experiment.sharding.plan(4, split_training=True))
-  (text,) = [e.as_text() for e in program._executables.values()]
+  loop = experiment.RoundLoop(SMALL, data, f"{workdir}/split_step",
+                              data_parallel_training=True)
+  text = loop.compile().as_text()  # the split run's compiled step, reused
+  loop.close()
   out["split_all_reduce"] = "all-reduce" in text
   out["split_round_0"] = _compare({r: v[:1] for r, v in one.items()},
                                   {r: v[:1] for r, v in split.items()})
