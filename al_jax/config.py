@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import acquisition, batch_acquisition, bayesian, cold_start, metrics, models, specs
+from al_jax import cold_start, metrics, models, specs, strategies
 
 PROTOCOLS = ("pool", "reselect")
 # Training recipes. "paper": the data set's own model and the authors' batch size, the
@@ -25,6 +25,8 @@ SMALL_BUDGET_BATCH = 32
 RUN_LAYOUTS = ("auto", "true", "false")
 # Settings that do not change what a job computes: a workdir resumes across them.
 RESUMABLE_CHANGES = ("data_dir", "vmap_runs", "stream_pool")
+# Strategy options that were Config fields before the strategies owned them.
+FLAT_STRATEGY_OPTIONS = ("mc_samples", "batch_configs", "stochastic_mode", "stochastic_beta")
 _SPEC_DEFAULTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "epochs",
                   "select_batches", "batch_aggregate")
 
@@ -75,12 +77,12 @@ class Config:
   momentum: float | None = None
   weight_decay: float | None = None
   chunk_size: int = 1000              # pool images scored per compiled chunk
-  mc_samples: int = 20                # Monte Carlo dropout passes (bald, variation_ratios, ...)
   ensemble_size: int = 1              # > 1: a deep ensemble of this many models, trained
                                       # together; Bayesian strategies use its members
-  batch_configs: int = 1000           # batchbald: label configurations beyond exact
-  stochastic_mode: str = "power"      # stochastic_*: power, softmax or softrank
-  stochastic_beta: float = 1.0        # stochastic_*: inverse temperature
+  strategy_options: Any = ()          # {option: value} for the strategies' options
+                                      # (al_jax.strategies: mc_samples, batch_configs,
+                                      # ...); kept as the sorted (name, value) pairs the
+                                      # job's metrics read, the others at their defaults
   eval_batch_size: int = 1000
   vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
                                       # ("false"), or vmapped on GPU/TPU only ("auto")
@@ -110,14 +112,17 @@ class Config:
       object.__setattr__(self, "classes", tuple(self.classes))
     if self.initial_selection == "random":  # the default, spelled out
       object.__setattr__(self, "initial_selection", None)
+    if not self.metrics:
+      raise ConfigError("no metric given; pass --metric=NAME or --metric=all")
+    try:
+      options = strategies.resolved_options(self.metrics, dict(self.strategy_options))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    object.__setattr__(self, "strategy_options", tuple(options.items()))
     self._validate()
 
   def _validate(self) -> None:
     _check_choice("protocol", self.protocol, PROTOCOLS)
-    if not self.metrics:
-      raise ConfigError("no metric given; pass --metric=NAME or --metric=all")
-    for metric in self.metrics:
-      _check_choice("metric", metric, acquisition.NAMES)
     if len(set(self.metrics)) != len(self.metrics) or len(set(self.seeds)) != len(self.seeds):
       raise ConfigError(f"repeated metric or seed in {self.metrics} x {self.seeds}")
     if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -133,9 +138,6 @@ class Config:
         raise ConfigError(f"--initial_selection={self.initial_selection} chooses the first "
                           "labels without labels; it needs --protocol=pool and no "
                           "--class_balanced")
-    _check_choice("stochastic_mode", self.stochastic_mode, batch_acquisition.MODES)
-    if not self.stochastic_beta > 0:
-      raise ConfigError(f"--stochastic_beta must be positive, got {self.stochastic_beta}")
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
     _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
@@ -148,12 +150,10 @@ class Config:
       raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
     positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
                 "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size",
-                "mc_samples", "ensemble_size", "batch_configs", "patience"]
+                "ensemble_size", "patience"]
     for name in positive + ["pool_size", "test_size"]:
-      value = getattr(self, name)
-      if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                or value <= 0):
-        raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+      if getattr(self, name) is not None:
+        strategies.check_positive(f"--{name}", getattr(self, name), ConfigError)
     if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or \
         self.min_steps < 0:
       raise ConfigError(f"--min_steps must be a non-negative integer, got {self.min_steps!r}")
@@ -185,11 +185,12 @@ class Config:
     if self.protocol != "pool":
       raise ConfigError("a streamed pool needs --protocol=pool (reselect rescores and "
                         "trains on the whole pool every epoch)" + off)
-    joint = [m for m in self.metrics if m not in metrics.NAMES + bayesian.NAMES]
+    joint = [m for m in self.metrics if not strategies.streams(m)]
     if joint:
+      per_image = [m for m in strategies.names() if strategies.streams(m)]
       raise ConfigError(f"--metric={joint[0]} chooses from the whole pool at once, which a "
                         "streamed pool never holds; use a per-image strategy ("
-                        f"{', '.join(metrics.NAMES + bayesian.NAMES)})" + off)
+                        f"{', '.join(per_image)})" + off)
     if self.initial_selection is not None:
       raise ConfigError(f"--initial_selection={self.initial_selection} clusters the whole "
                         "pool's pixels, which a streamed pool never holds" + off)
@@ -231,14 +232,26 @@ class Config:
             f"{needed} images but the training set holds {pool_size}; lower --select_batches")
 
   def to_dict(self) -> dict[str, Any]:
-    """JSON-able fields (tuples as lists), as written to workdir/config.json."""
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    """JSON-able fields (tuples as lists, strategy_options a dict), as written to
+    workdir/config.json."""
+    fields = {**dataclasses.asdict(self), "strategy_options": dict(self.strategy_options)}
+    return json.loads(json.dumps(fields))
 
 
 def completed(saved: dict[str, Any], current: "Config") -> dict[str, Any]:
-  """A config.json of an older version with the fields it lacks as they then were:
-  new fields at their defaults, min_steps 0, and the paper recipe (recipes came later)
-  unless it chose its model, when the recipe changes nothing of what it computes."""
+  """A config.json of an older version in today's form, the one place old workdirs are
+  mapped: the fields it lacks as they then were (new fields at their defaults, min_steps
+  0, and the paper recipe, recipes came later, unless it chose its model, when the recipe
+  changes nothing of what it computes), and the strategy options it kept as fields of
+  their own (FLAT_STRATEGY_OPTIONS) as the strategy_options its metrics read."""
+  saved = dict(saved)
+  if "strategy_options" not in saved:
+    flat = {k: saved.pop(k) for k in FLAT_STRATEGY_OPTIONS if k in saved}
+    try:
+      saved["strategy_options"] = strategies.resolved_options(tuple(saved.get("metrics", ())),
+                                                              flat)
+    except ValueError as e:
+      raise ConfigError(f"the saved config.json does not fit: {e}") from None
   was = {f.name: f.default for f in dataclasses.fields(Config)}
   was.update(min_steps=0,
              recipe="paper" if saved.get("model") is None else current.recipe)
@@ -255,6 +268,5 @@ def rounds_for_budget(budget: int, initial_size: int, query_size: int) -> int:
   if budget < initial_size:
     raise ConfigError(f"--budget={budget} is below --initial_size={initial_size}; "
                       "raise --budget or lower --initial_size")
-  if query_size <= 0:
-    raise ConfigError(f"--query_size must be a positive integer, got {query_size}")
+  strategies.check_positive("--query_size", query_size, ConfigError)
   return 1 + (budget - initial_size) // query_size

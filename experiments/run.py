@@ -19,14 +19,14 @@ import al_jax
 from al_jax import acquisition, specs
 from al_jax import config as config_lib
 from al_jax import data as data_lib
-from al_jax import experiment, metrics, sharding
+from al_jax import config_flags, experiment, metrics, sharding
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(specs.NAMES)}, or "
                     f"{specs.TFDS_PREFIX}NAME for a TensorFlow Datasets image-classification "
                     "set (features image, label), e.g. tfds:cifar10.")
 flags.DEFINE_string("metric", "entropy",
-                    f"One of {', '.join(acquisition.NAMES)}, or 'all' for the paper's "
+                    f"One of {', '.join(acquisition.names())}, or 'all' for the paper's "
                     "comparison (its five), or a comma-separated list.")
 flags.DEFINE_integer("seed", 0, "Seed of a single run (when given, --seeds is ignored).")
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0..seeds-1) to run and average.")
@@ -84,17 +84,10 @@ flags.DEFINE_float("learning_rate", None, "SGD learning rate (0.01 MNIST, 0.005 
 flags.DEFINE_float("momentum", None, "SGD momentum (0.9).")
 flags.DEFINE_float("weight_decay", None, "L2 weight decay (0 MNIST, 8e-4 Fruits-360).")
 flags.DEFINE_integer("chunk_size", 1000, "Pool images scored per compiled chunk.")
-flags.DEFINE_integer("mc_samples", 20, "Monte Carlo dropout passes for bald, "
-                     "variation_ratios, mean_std, predictive_entropy, batchbald and their "
-                     "stochastic_ variants.")
 flags.DEFINE_integer("ensemble_size", 1, "pool: train a deep ensemble of this many models "
                      "(one vmapped program); the Bayesian and batch strategies then use its "
                      "members instead of dropout passes, the paper's scorers its mean.")
-flags.DEFINE_integer("batch_configs", 1000, "batchbald: label configurations of the chosen "
-                     "points, exact up to this many, sampled beyond.")
-flags.DEFINE_string("stochastic_mode", "power", "stochastic_<scorer>: power, softmax or "
-                    "softrank sampling of the scores.")
-flags.DEFINE_float("stochastic_beta", 1.0, "stochastic_<scorer>: inverse temperature.")
+config_flags.define_strategy_flags(FLAGS)
 flags.DEFINE_string("workdir", None, "Output folder (default runs/<dataset>_<protocol>).")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run in --workdir and start afresh.")
 flags.DEFINE_bool("plot", True, "Write PNG figures after the runs.")
@@ -167,9 +160,8 @@ def main(argv):
       batch_aggregate=FLAGS.batch_aggregate, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
       weight_decay=FLAGS.weight_decay, chunk_size=FLAGS.chunk_size,
-      mc_samples=FLAGS.mc_samples, ensemble_size=FLAGS.ensemble_size,
-      batch_configs=FLAGS.batch_configs, stochastic_mode=FLAGS.stochastic_mode,
-      stochastic_beta=FLAGS.stochastic_beta, vmap_runs=FLAGS.vmap_runs,
+      ensemble_size=FLAGS.ensemble_size,
+      strategy_options=config_flags.strategy_flags(FLAGS), vmap_runs=FLAGS.vmap_runs,
       stream_pool=FLAGS.stream_pool)
   workdir = FLAGS.workdir or f"runs/{FLAGS.dataset.replace(':', '_')}_{FLAGS.protocol}"
   if FLAGS.keep_checkpoints < 0:

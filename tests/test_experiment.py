@@ -141,7 +141,7 @@ def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, 
 def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
   """MC-dropout BALD and variation ratios next to entropy in one job, resumable like all."""
   config = dataclasses.replace(SMALL, metrics=("bald", "variation_ratios", "entropy"),
-                               mc_samples=4)
+                               strategy_options={"mc_samples": 4})
   runs = experiment.run(config, str(tmp_path), data=sample)
   for records in runs.values():
     labeled = set(records[0]["initial_labeled"])
@@ -168,8 +168,8 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
 def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, ensemble_size):
   """Batch-aware strategies and a deep ensemble in one compiled round step: disjoint
   queries of the right size, different choices, the same seed the same selection."""
-  config = dataclasses.replace(SMALL, metrics=metrics, mc_samples=4, batch_configs=100,
-                               ensemble_size=ensemble_size)
+  config = dataclasses.replace(SMALL, metrics=metrics, ensemble_size=ensemble_size,
+                               strategy_options={"mc_samples": 4, "batch_configs": 100})
   runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
   for records in runs.values():
     labeled = set(records[0]["initial_labeled"])

@@ -414,7 +414,7 @@ class LabelSession:
     available[unlabeled] = True
     strategy = acquisition.make(self.settings.metric, k=len(unlabeled),
                                 chunk_size=self.config.chunk_size,
-                                mc_samples=self.config.mc_samples)
+                                **dict(self.config.strategy_options))
     key = protocols.stream_key(jax.random.key(self.settings.seed), protocols.QUERY,
                                self.loop.next_round)
     selection = jax.jit(strategy)(state, self.pool_images, jnp.asarray(available), key)
