@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from al_jax import strategies  # noqa: E402
 
 
-def _color(metric: str) -> tuple[str | None, bool]:
+def line_style(metric: str) -> tuple[str | None, bool]:
   """(colour, dashed) of a metric's line: its strategy's colour (`Strategy.color`); a
   variant ("bald (ensemble of 3)") takes its strategy's colour, dashed."""
   base = metric.split(" (")[0]
@@ -47,7 +47,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
     values = _stack(seed_runs, key)
     x, xlabel = _x(seed_runs[0][:values.shape[1]])
     mean, std = values.mean(0), values.std(0)
-    color, dashed = _color(metric)
+    color, dashed = line_style(metric)
     ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=color,
             linestyle="--" if dashed else "-")
     ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color)

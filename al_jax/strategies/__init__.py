@@ -18,4 +18,4 @@ from al_jax.strategies import typiclust  # noqa: F401
 from al_jax.strategies.base import (NEEDS, SECOND_STREAM, Acquisition, NoOptions,  # noqa: F401
                                     Selection, Strategy, check_positive, get, make, names,
                                     option_defaults, option_help, options_of, register,
-                                    resolved_options, streams)
+                                    resolved_options, streams, unregister)

@@ -112,6 +112,12 @@ def register(strategy: Strategy, *, replace: bool = False) -> Strategy:
   return strategy
 
 
+def unregister(name: str) -> Strategy:
+  """Removes strategy `name` from the registry (e.g. at the end of a test); returns it."""
+  get(name)
+  return _REGISTRY.pop(name)
+
+
 def names() -> tuple[str, ...]:
   """Every registered strategy's name, in registration order."""
   return tuple(_REGISTRY)
