@@ -65,7 +65,8 @@ def kmeans(x: jax.Array, valid: jax.Array, num_clusters: jax.Array, max_clusters
   def lloyd(_, centers):
     owner = jax.nn.one_hot(nearest(centers), max_clusters, dtype=x.dtype) * weight[:, None]
     count = owner.sum(0)
-    moved = jnp.matmul(owner.T, x, precision=lax.Precision.HIGHEST) / jnp.maximum(count, 1.0)[:, None]
+    moved = jnp.matmul(owner.T, x, precision=lax.Precision.HIGHEST)
+    moved = moved / jnp.maximum(count, 1.0)[:, None]
     return jnp.where(count[:, None] > 0, moved, centers)
 
   centers = lax.fori_loop(0, LLOYD_STEPS, lloyd, x[jnp.maximum(seeds, 0)])
