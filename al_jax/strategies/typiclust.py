@@ -132,6 +132,7 @@ def select(x: jax.Array, labeled: jax.Array, available: jax.Array, k: int, key: 
 
 @dataclasses.dataclass(frozen=True)
 class TypiClust:
+  """`select` on the pool's penultimate embeddings [N, D] (an ensemble's concatenated)."""
   k: int
   chunk_size: int = 1000
   neighbors: int = 20
