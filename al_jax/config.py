@@ -1,33 +1,40 @@
 """A job's configuration: one frozen dataclass, completed and checked when it is built.
 
 A job is one data set and protocol run for every (metric, seed) pair of `metrics` x
-`seeds`. Fields left at None take the data set's defaults (`al_jax.specs`) in
-`__post_init__`, which also rejects every impossible setting with a one-line
-ConfigError, so a Config that exists is valid. Whether the runs fit the pool is
-checked once the pool size is known (`check_budget`).
+`seeds`. Every option is defined once, here, as a field (`option`: default, section,
+help), and the command-line flags are generated from these definitions
+(`al_jax.config_flags`); the strategies define their own options (`al_jax.strategies`),
+held in `strategy_options`. Fields left at None take the recipe's (`al_jax.recipes`) and
+the data set's defaults (`al_jax.specs`) in `__post_init__`; then each section (data,
+protocol, training, strategy, layout) checks itself and rejects every impossible setting
+with a one-line ConfigError, so a Config that exists is valid. Whether the runs fit the
+pool is checked once the pool size is known (`check_budget`). `completed` maps the
+config.json of an older version, once, for resuming its workdir.
 """
 
 import dataclasses
 import json
 from typing import Any
 
-from al_jax import (acquisition, batch_acquisition, bayesian, cold_start, datasets, metrics,
-                    models, specs)
+from al_jax import cold_start, datasets, metrics, models, recipes, specs, strategies
 
 PROTOCOLS = ("pool", "reselect")
-# Training recipes. "paper": the data set's own model and the authors' batch size, the
-# given epochs only. "small_budget" (the pool protocol's default): at least
-# SMALL_BUDGET_MIN_STEPS SGD steps per round at batch SMALL_BUDGET_BATCH, and the pooled
-# CNN instead of the paper's MNIST CNN (whose 9,216-wide dense input is too much to fit
-# from tens of labels); docs/RESULTS.md compares the two.
-RECIPES = ("paper", "small_budget")
-SMALL_BUDGET_MIN_STEPS = 250
-SMALL_BUDGET_BATCH = 32
 RUN_LAYOUTS = ("auto", "true", "false")
 # Settings that do not change what a job computes: a workdir resumes across them.
 RESUMABLE_CHANGES = ("data_dir", "vmap_runs", "stream_pool")
+# Strategy options that were Config fields before the strategies owned them.
+FLAT_STRATEGY_OPTIONS = ("mc_samples", "batch_configs", "stochastic_mode", "stochastic_beta")
+SECTIONS = ("data", "protocol", "training", "strategy", "layout")
 _SPEC_DEFAULTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "epochs",
                   "select_batches", "batch_aggregate")
+
+
+def option(default: Any, section: str, help: str, **flag: Any) -> Any:  # noqa: A002
+  """A Config field: its default, its section (SECTIONS), the help text of its flag, and
+  how the flag differs from the field (flag="name", choices=(...), flag=None: no flag
+  of its own; `al_jax.config_flags` generates the flags)."""
+  return dataclasses.field(default=default,
+                           metadata={"section": section, "help": help, **flag})
 
 
 class ConfigError(ValueError):
@@ -36,73 +43,128 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """One job: `metrics` x `seeds` runs of one protocol on one data set."""
-  dataset: str = "mnist"
-  metrics: tuple[str, ...] = ("entropy",)
-  seeds: tuple[int, ...] = (0,)
-  protocol: str = "pool"
-  data_dir: str | None = None
-  classes: tuple[str, ...] | None = None
-  image_size: int = 32
-  test_fraction: float = 0.2          # folder without test/: share held out for testing
-  model: str | None = None            # a key of models.MODELS; None: the recipe's choice
-  recipe: str | None = None           # RECIPES; None: small_budget (pool), paper (reselect)
-  pool_size: int | None = None        # use a random subset of the training set as pool
-  test_size: int | None = None        # use a random subset of the test set
-  # pool protocol (Algorithm 1)
-  initial_size: int = 100
-  query_size: int = 100
-  rounds: int = 5
-  class_balanced_init: bool = False
-  initial_selection: str | None = None  # None (random), kmeans_pp or kmeans: a cold start
-                                        # from the pool's pixels (al_jax.cold_start)
-  keep_training: bool = False         # default: re-initialise the model every round
-  epochs_per_round: int = 20
-  min_steps: int | None = None        # train each round at least this many SGD steps
-                                      # (whole epochs; 0 = epochs_per_round only;
-                                      # None: the recipe's)
-  validation_fraction: float = 0.0    # > 0: hold out this share of the labels (a fixed
-                                      # random subset of the pool) for early stopping
-  patience: int = 4                   # early stopping: checks (every 25 steps) without
-                                      # a new lowest held-out loss
-  # reselect protocol (what the authors ran)
-  epochs: int | None = None
-  select_batches: int | None = None
-  select: str = "batches"             # "batches" (score a batch as a whole) or "samples"
-  batch_aggregate: str | None = None  # "sum" or "mean" of per-image scores in a batch
-  # optimisation
-  batch_size: int | None = None
-  learning_rate: float | None = None
-  momentum: float | None = None
-  weight_decay: float | None = None
-  chunk_size: int = 1000              # pool images scored per compiled chunk
-  mc_samples: int = 20                # Monte Carlo dropout passes (bald, variation_ratios, ...)
-  ensemble_size: int = 1              # > 1: a deep ensemble of this many models, trained
-                                      # together; Bayesian strategies use its members
-  batch_configs: int = 1000           # batchbald: label configurations beyond exact
-  stochastic_mode: str = "power"      # stochastic_*: power, softmax or softrank
-  stochastic_beta: float = 1.0        # stochastic_*: inverse temperature
-  eval_batch_size: int = 1000
-  vmap_runs: str = "auto"             # runs as one vmapped program ("true"), in sequence
-                                      # ("false"), or vmapped on GPU/TPU only ("auto")
-  stream_pool: str = "auto"           # read the pool from the host in chunks each round
-                                      # ("true"), hold it on device ("false"), or stream
-                                      # only a pool its source gives by rows, e.g. npy
-                                      # ("auto"; al_jax.streaming)
+  """One job: `metrics` x `seeds` runs of one protocol on one data set.
+
+  Each field is an `option`: its section, the help text of its flag. The strategies'
+  own options (mc_samples, batch_configs, ...) live in `strategy_options`, defined by
+  the strategies (`al_jax.strategies`)."""
+  # data
+  dataset: str = option("mnist", "data", f"One of {', '.join(specs.NAMES)}, or "
+                        f"{specs.TFDS_PREFIX}NAME for a TensorFlow Datasets "
+                        "image-classification set (features image, label), e.g. "
+                        "tfds:cifar10.")
+  data_dir: str | None = option(None, "data", "Local data folder (or root holding "
+                                "<dataset>/), 'sample' for the shipped sample; default "
+                                "$AL_JAX_DATA_DIR, else the packaged MNIST (mnist), else a "
+                                "download into the cache. --dataset=folder: "
+                                "DIR/train/<class>/*.jpg (and DIR/test/<class>/). "
+                                "--dataset=tfds:NAME: TFDS's data_dir (default TFDS's own). "
+                                "--dataset=npy: DIR/pool_images.npy and the rest "
+                                "(docs/DATA.md).")
+  classes: tuple[str, ...] | None = option(None, "data", "Class subset, e.g. 0,1 or "
+                                           "apple,banana (binary tasks).")
+  image_size: int = option(32, "data", "Fruits-360, folder and tfds images are resized to "
+                           "this size.")
+  test_fraction: float = option(0.2, "data", "folder without test/, tfds without a test "
+                                "split: share of each class held out as the test set (a "
+                                "fixed, seeded split).")
+  pool_size: int | None = option(None, "data", "Use a fixed random subset of the training "
+                                 "set.")
+  test_size: int | None = option(None, "data", "Use a fixed random subset of the test set.")
+  # protocol
+  metrics: tuple[str, ...] = option(("entropy",), "protocol", "The strategies compared "
+                                    "(--metric).", flag=None)
+  seeds: tuple[int, ...] = option((0,), "protocol", "The seeds (--seed, --seeds).",
+                                  flag=None)
+  protocol: str = option("pool", "protocol", "pool: Algorithm 1, labels accumulate; "
+                         "reselect: the authors' per-epoch reselection from the whole "
+                         "training set.")
+  initial_size: int = option(100, "protocol", "pool: random labeled images to start from.")
+  query_size: int = option(100, "protocol", "pool: images queried per round.")
+  rounds: int = option(5, "protocol", "pool: rounds (train, evaluate, query).")
+  class_balanced_init: bool = option(False, "protocol", "pool: class-balanced initial set.",
+                                     flag="class_balanced")
+  initial_selection: str | None = option(None, "protocol", "pool: choose the initial "
+                                         "labels by kmeans_pp or kmeans on the pool's pixels "
+                                         "(a cold start; no --class_balanced) instead of at "
+                                         "random.")
+  epochs: int | None = option(None, "protocol", "reselect: epochs (default 350 MNIST, 20 "
+                              "Fruits-360).")
+  select_batches: int | None = option(None, "protocol", "reselect: batches kept per epoch "
+                                      "(25 / 20).")
+  select: str = option("batches", "protocol", "reselect: score whole batches (the authors) "
+                       "or single images.", choices=("batches", "samples"))
+  batch_aggregate: str | None = option(None, "protocol", "reselect: 'sum' or 'mean' of a "
+                                       "batch's scores.")
+  # training
+  model: str | None = option(None, "training", "CNN: mnist_cnn, fruits_net3 or pooled_cnn "
+                             "(small head, for tiny labeled sets) (default: the data set's, "
+                             "by channels for a folder or tfds set: grey mnist_cnn, colour "
+                             "fruits_net3; with --recipe=small_budget pooled_cnn instead of "
+                             "mnist_cnn).")
+  recipe: str | None = option(None, "training", "Training defaults (al_jax.recipes). "
+                              "small_budget (the pool protocol's default): --min_steps=250, "
+                              "--batch_size=32, pooled_cnn for grey images. paper "
+                              "(reselect's default; experiments/reproduce.sh): the data "
+                              "set's own model and batch size, --min_steps=0.")
+  keep_training: bool = option(False, "training", "pool: keep training the previous model "
+                               "(default: re-initialise each round).")
+  epochs_per_round: int = option(20, "training", "pool: training epochs on the labeled set "
+                                 "per round.")
+  min_steps: int | None = option(None, "training", "pool: train each round for at least "
+                                 "this many SGD steps (more whole epochs when the labeled "
+                                 "set is small); 0 = off (default: the recipe's, 250 or 0).")
+  validation_fraction: float = option(0.0, "training", "pool: hold out the labels of this "
+                                      "share of the pool (a fixed random subset per seed) "
+                                      "for early stopping: every 25 steps the held-out loss "
+                                      "is checked, training stops after --patience checks "
+                                      "without a new low and keeps the best weights; 0 = "
+                                      "off.")
+  patience: int = option(4, "training", "pool: early-stopping checks without improvement.")
+  batch_size: int | None = option(None, "training", "Training batch size (default: the "
+                                  "recipe's, 32; paper: 128 MNIST, 64 Fruits-360).")
+  learning_rate: float | None = option(None, "training", "SGD learning rate (0.01 MNIST, "
+                                       "0.005 Fruits-360).")
+  momentum: float | None = option(None, "training", "SGD momentum (0.9).")
+  weight_decay: float | None = option(None, "training", "L2 weight decay (0 MNIST, 8e-4 "
+                                      "Fruits-360).")
+  ensemble_size: int = option(1, "training", "pool: train a deep ensemble of this many "
+                              "models (one vmapped program); the Bayesian and batch "
+                              "strategies then use its members instead of dropout passes, "
+                              "the paper's scorers its mean.")
+  # strategy
+  strategy_options: Any = option((), "strategy", "{option: value} of the strategies' "
+                                 "options; kept as the sorted (name, value) pairs the "
+                                 "job's metrics read (one flag each, from the strategies).",
+                                 flag=None)
+  # layout (how the job runs, not what it computes)
+  chunk_size: int = option(1000, "layout", "Pool images scored per compiled chunk.")
+  eval_batch_size: int = option(1000, "layout", "Test images evaluated per compiled chunk.")
+  vmap_runs: str = option("auto", "layout", "Run all (metric, seed) runs of a round as one "
+                          "vmapped program (true) or one after another in the same program "
+                          "(false). auto = vmap on GPU/TPU, not on CPU, where XLA runs the "
+                          "stacked convolutions slower (docs/BENCHMARKS.md). Results are the "
+                          "same; a job resumes across it.", choices=RUN_LAYOUTS)
+  stream_pool: str = option("auto", "layout", "Read the pool from the host in chunks each "
+                            "round, so it never sits whole on a device or (--dataset=npy) in "
+                            "memory: true, false, or auto = when the data source gives its "
+                            "pool by rows (e.g. --dataset=npy). Per-image "
+                            "strategies only; results equal the in-memory job's, and a job "
+                            "resumes across it.", choices=RUN_LAYOUTS)
 
   def __post_init__(self):
+    """Fills the fields left at None (the data set's and the recipe's defaults) and the
+    strategy options, then each section checks itself (SECTIONS)."""
     try:
       spec = specs.get(self.dataset)
     except ValueError as e:
       raise ConfigError(str(e)) from None
     if self.recipe is None:
-      object.__setattr__(self, "recipe", "small_budget" if self.protocol == "pool" else "paper")
-    _check_choice("recipe", self.recipe, RECIPES)
-    small = self.recipe == "small_budget"
-    if self.min_steps is None:
-      object.__setattr__(self, "min_steps", SMALL_BUDGET_MIN_STEPS if small else 0)
-    if self.batch_size is None and small:
-      object.__setattr__(self, "batch_size", SMALL_BUDGET_BATCH)
+      object.__setattr__(self, "recipe", recipes.default_recipe(self.protocol))
+    _check_choice("recipe", self.recipe, recipes.RECIPES)
+    for name, value in recipes.defaults(self.recipe).items():
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
     for name in _SPEC_DEFAULTS:
       if getattr(self, name) is None:
         object.__setattr__(self, name, getattr(spec, name))
@@ -112,14 +174,28 @@ class Config:
       object.__setattr__(self, "classes", tuple(self.classes))
     if self.initial_selection == "random":  # the default, spelled out
       object.__setattr__(self, "initial_selection", None)
-    self._validate()
-
-  def _validate(self) -> None:
-    _check_choice("protocol", self.protocol, PROTOCOLS)
     if not self.metrics:
       raise ConfigError("no metric given; pass --metric=NAME or --metric=all")
-    for metric in self.metrics:
-      _check_choice("metric", metric, acquisition.NAMES)
+    try:
+      options = strategies.resolved_options(self.metrics, dict(self.strategy_options))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    object.__setattr__(self, "strategy_options", tuple(options.items()))
+    for section in SECTIONS:
+      getattr(self, f"_check_{section}")()
+
+  def _positive(self, *names: str) -> None:
+    for name in names:
+      if getattr(self, name) is not None:
+        strategies.check_positive(f"--{name}", getattr(self, name), ConfigError)
+
+  def _check_data(self) -> None:
+    if not 0 < self.test_fraction < 1:
+      raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
+    self._positive("image_size", "pool_size", "test_size")
+
+  def _check_protocol(self) -> None:
+    _check_choice("protocol", self.protocol, PROTOCOLS)
     if len(set(self.metrics)) != len(self.metrics) or len(set(self.seeds)) != len(self.seeds):
       raise ConfigError(f"repeated metric or seed in {self.metrics} x {self.seeds}")
     if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -127,35 +203,22 @@ class Config:
     if self.protocol == "reselect" and any(m not in metrics.NAMES for m in self.metrics):
       raise ConfigError(f"--protocol=reselect scores single images with one of "
                         f"{', '.join(metrics.NAMES)}; got {', '.join(self.metrics)}")
-    if self.protocol == "reselect" and self.ensemble_size > 1:
-      raise ConfigError("--ensemble_size > 1 needs --protocol=pool")
     if self.initial_selection is not None:
       _check_choice("initial_selection", self.initial_selection, cold_start.SELECTIONS)
       if self.class_balanced_init or self.protocol != "pool":
         raise ConfigError(f"--initial_selection={self.initial_selection} chooses the first "
                           "labels without labels; it needs --protocol=pool and no "
                           "--class_balanced")
-    _check_choice("stochastic_mode", self.stochastic_mode, batch_acquisition.MODES)
-    if not self.stochastic_beta > 0:
-      raise ConfigError(f"--stochastic_beta must be positive, got {self.stochastic_beta}")
     _check_choice("select", self.select, ("batches", "samples"))
     _check_choice("batch_aggregate", self.batch_aggregate, ("sum", "mean"))
-    _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
-    _check_choice("stream_pool", self.stream_pool, RUN_LAYOUTS)
-    if self.streams_pool:
-      self._check_streamable()
+    self._positive("initial_size", "query_size", "rounds", "epochs", "select_batches")
+
+  def _check_training(self) -> None:
+    if self.protocol == "reselect" and self.ensemble_size > 1:
+      raise ConfigError("--ensemble_size > 1 needs --protocol=pool")
     if self.model is not None:
       _check_choice("model", self.model, tuple(models.MODELS))
-    if not 0 < self.test_fraction < 1:
-      raise ConfigError(f"--test_fraction must be between 0 and 1, got {self.test_fraction}")
-    positive = ["initial_size", "query_size", "rounds", "epochs_per_round", "epochs",
-                "select_batches", "batch_size", "chunk_size", "eval_batch_size", "image_size",
-                "mc_samples", "ensemble_size", "batch_configs", "patience"]
-    for name in positive + ["pool_size", "test_size"]:
-      value = getattr(self, name)
-      if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                or value <= 0):
-        raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    self._positive("epochs_per_round", "batch_size", "ensemble_size", "patience")
     if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or \
         self.min_steps < 0:
       raise ConfigError(f"--min_steps must be a non-negative integer, got {self.min_steps!r}")
@@ -169,13 +232,23 @@ class Config:
     if self.weight_decay < 0:
       raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
 
+  def _check_strategy(self) -> None:
+    """The metrics are registered strategies and their options passed their own checks
+    (both when strategy_options were resolved); nothing else to check."""
+
+  def _check_layout(self) -> None:
+    _check_choice("vmap_runs", self.vmap_runs, RUN_LAYOUTS)
+    _check_choice("stream_pool", self.stream_pool, RUN_LAYOUTS)
+    self._positive("chunk_size", "eval_batch_size")
+    if self.streams_pool:
+      self._check_streamable()
+
   def model_name(self, image_shape: tuple[int, ...]) -> str:
     """The CNN for images [H, W, C]: --model, else the data set's own under the paper
     recipe, with the pooled CNN in place of the MNIST CNN under small_budget."""
     if self.model is not None:
       return self.model
-    own = specs.get(self.dataset).model_for(image_shape)
-    return "pooled_cnn" if self.recipe == "small_budget" and own == "mnist_cnn" else own
+    return recipes.model(self.recipe, specs.get(self.dataset).model_for(image_shape))
 
   @property
   def streams_pool(self) -> bool:
@@ -188,11 +261,12 @@ class Config:
     if self.protocol != "pool":
       raise ConfigError("a streamed pool needs --protocol=pool (reselect rescores and "
                         "trains on the whole pool every epoch)" + off)
-    joint = [m for m in self.metrics if m not in metrics.NAMES + bayesian.NAMES]
+    joint = [m for m in self.metrics if not strategies.streams(m)]
     if joint:
+      per_image = [m for m in strategies.names() if strategies.streams(m)]
       raise ConfigError(f"--metric={joint[0]} chooses from the whole pool at once, which a "
                         "streamed pool never holds; use a per-image strategy ("
-                        f"{', '.join(metrics.NAMES + bayesian.NAMES)})" + off)
+                        f"{', '.join(per_image)})" + off)
     if self.initial_selection is not None:
       raise ConfigError(f"--initial_selection={self.initial_selection} clusters the whole "
                         "pool's pixels, which a streamed pool never holds" + off)
@@ -234,14 +308,26 @@ class Config:
             f"{needed} images but the training set holds {pool_size}; lower --select_batches")
 
   def to_dict(self) -> dict[str, Any]:
-    """JSON-able fields (tuples as lists), as written to workdir/config.json."""
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    """JSON-able fields (tuples as lists, strategy_options a dict), as written to
+    workdir/config.json."""
+    fields = {**dataclasses.asdict(self), "strategy_options": dict(self.strategy_options)}
+    return json.loads(json.dumps(fields))
 
 
 def completed(saved: dict[str, Any], current: "Config") -> dict[str, Any]:
-  """A config.json of an older version with the fields it lacks as they then were:
-  new fields at their defaults, min_steps 0, and the paper recipe (recipes came later)
-  unless it chose its model, when the recipe changes nothing of what it computes."""
+  """A config.json of an older version in today's form, the one place old workdirs are
+  mapped: the fields it lacks as they then were (new fields at their defaults, min_steps
+  0, and the paper recipe, recipes came later, unless it chose its model, when the recipe
+  changes nothing of what it computes), and the strategy options it kept as fields of
+  their own (FLAT_STRATEGY_OPTIONS) as the strategy_options its metrics read."""
+  saved = dict(saved)
+  if "strategy_options" not in saved:
+    flat = {k: saved.pop(k) for k in FLAT_STRATEGY_OPTIONS if k in saved}
+    try:
+      saved["strategy_options"] = strategies.resolved_options(tuple(saved.get("metrics", ())),
+                                                              flat)
+    except ValueError as e:
+      raise ConfigError(f"the saved config.json does not fit: {e}") from None
   was = {f.name: f.default for f in dataclasses.fields(Config)}
   was.update(min_steps=0,
              recipe="paper" if saved.get("model") is None else current.recipe)
@@ -258,6 +344,5 @@ def rounds_for_budget(budget: int, initial_size: int, query_size: int) -> int:
   if budget < initial_size:
     raise ConfigError(f"--budget={budget} is below --initial_size={initial_size}; "
                       "raise --budget or lower --initial_size")
-  if query_size <= 0:
-    raise ConfigError(f"--query_size must be a positive integer, got {query_size}")
+  strategies.check_positive("--query_size", query_size, ConfigError)
   return 1 + (budget - initial_size) // query_size

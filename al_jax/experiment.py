@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from al_jax import acquisition, datasets, protocols, results, scoring, sharding, streaming, training
+from al_jax import (acquisition, datasets, protocols, results, scoring, sharding, strategies,
+                    streaming, training)
 from al_jax import workdir as workdir_lib
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import Config, ConfigError
@@ -316,7 +317,7 @@ class RoundLoop:
     images = self._pool_images()
     metric, seed = self.runs[run]
     strategy = self.protocol.strategies[self.config.metrics.index(metric)]
-    every_image = streaming.streamable(strategy)
+    every_image = strategies.streams(metric)
     if every_image:  # a ranking by a per-image score: all of it
       strategy = dataclasses.replace(strategy, k=max(1, int(np.sum(available))))
     mask = np.zeros(images.shape[0], bool)

@@ -13,11 +13,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"least_confidence": "tab:blue", "smallest_margin": "tab:orange",
-          "largest_margin": "tab:green", "entropy": "tab:red", "random": "tab:gray",
-          "bald": "tab:purple", "batchbald": "tab:brown", "badge": "tab:pink",
-          "coreset": "tab:olive", "variation_ratios": "tab:cyan", "stochastic_bald": "navy",
-          "mean_std": "gold", "predictive_entropy": "teal"}
+from al_jax import strategies  # noqa: E402
+
+
+def line_style(metric: str) -> tuple[str | None, bool]:
+  """(colour, dashed) of a metric's line: its strategy's colour (`Strategy.color`); a
+  variant ("bald (ensemble of 3)") takes its strategy's colour, dashed."""
+  base = metric.split(" (")[0]
+  for name, dashed in ((metric, False), (base, True)):
+    if name in strategies.names():
+      return strategies.get(name).color, dashed
+  return None, False
 
 
 def _x(records: list[dict]) -> tuple[np.ndarray, str]:
@@ -41,11 +47,9 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
     values = _stack(seed_runs, key)
     x, xlabel = _x(seed_runs[0][:values.shape[1]])
     mean, std = values.mean(0), values.std(0)
-    # A variant ("bald (ensemble of 3)") takes its strategy's colour, dashed.
-    base = metric.split(" (")[0]
-    color = COLORS.get(metric, COLORS.get(base))
+    color, dashed = line_style(metric)
     ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=color,
-            linestyle="-" if metric in COLORS or base not in COLORS else "--")
+            linestyle="--" if dashed else "-")
     ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
@@ -113,5 +117,6 @@ def collect_runs(workdirs: list[str]) -> dict[str, list[list[dict]]]:
           records = [json.loads(line) for line in f if line.strip()]
         if records:
           runs.setdefault(records[0]["metric"], []).append(records)
-  order = list(COLORS)
-  return dict(sorted(runs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+  order = strategies.names()
+  return dict(sorted(runs.items(),
+                     key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))

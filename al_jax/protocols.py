@@ -99,9 +99,7 @@ class Protocol:
     self.num_rounds = config.num_rounds
     self.strategies = tuple(
         acquisition.make(m, k=self._k, chunk_size=config.chunk_size,
-                         mc_samples=config.mc_samples, batch_configs=config.batch_configs,
-                         stochastic_mode=config.stochastic_mode,
-                         stochastic_beta=config.stochastic_beta)
+                         **dict(config.strategy_options))
         for m in config.metrics)
     self.members = config.ensemble_size if config.ensemble_size > 1 else 0
     self._init_state_jit = jax.jit(self.init_state)

@@ -9,7 +9,9 @@ D devices (`jax.set_mesh`), the chunks go D at a time, one whole chunk per devic
 (`training.split_over_data_axis`), and the small top-k merge is replicated; the chunks
 left over (fewer than D) are scored whole on every device. Each device thus scores
 chunks of the same size as one device does, so the scores, the selection and its tie
-rule are exactly one device's.
+rule are exactly one device's. A pool whose size N is not a multiple of the chunk is
+padded to whole chunks inside every function here: the padding is
+never selected and is cut from the returned per-image arrays.
 """
 
 from collections.abc import Callable
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from al_jax import batch_acquisition, metrics
-from al_jax.training import TrainState, data_ways, split_over_data_axis
+from al_jax.training import TrainState, data_ways, pad_to_multiple, split_over_data_axis
 
 
 def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
@@ -40,21 +42,29 @@ def score_images(state: TrainState, images: jax.Array, indices: jax.Array,
   return jax.vmap(score_one)(probs, keys)
 
 
+def _whole_chunks(x: jax.Array, chunk_size: int) -> jax.Array:
+  """x: [N, ...] padded with zeros (False for a mask) to whole chunks."""
+  return x if x.shape[0] % chunk_size == 0 else pad_to_multiple(x, chunk_size)[0]
+
+
 def map_pool(fn: Callable, images: jax.Array, *, chunk_size: int):
   """fn(chunk [B, H, W, C], pool indices [B]) -> pytree of [B, ...], over the whole pool
-  in chunks (lax.map, one chunk in flight).  images: [N, ...], N % chunk_size == 0 ->
-  the pytree of [N, ...]."""
+  in chunks (lax.map, one chunk in flight).  images: [N, ...] -> the pytree of [N, ...]."""
+  n = images.shape[0]
+  images = _whole_chunks(images, chunk_size)
   num_chunks = images.shape[0] // chunk_size
   chunks = images.reshape(num_chunks, chunk_size, *images.shape[1:])
   starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk_size
   out = lax.map(lambda c: fn(c[0], c[1] + jnp.arange(chunk_size, dtype=jnp.int32)),
                 (chunks, starts))
-  return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+  return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:n], out)
 
 
 def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
                 key: jax.Array, *, chunk_size: int) -> jax.Array:
-  """Scores the whole pool.  images: [N, H, W, C] with N % chunk_size == 0 -> [N]."""
+  """Scores the whole pool.  images: [N, H, W, C] -> [N]."""
+  n = images.shape[0]
+  images = _whole_chunks(images, chunk_size)
   num_chunks = images.shape[0] // chunk_size
   ways = data_ways() if num_chunks % data_ways() == 0 else 1  # else whole on each device
   slabs = images.reshape(num_chunks // ways, ways, chunk_size, *images.shape[1:])
@@ -66,7 +76,7 @@ def pool_scores(state: TrainState, images: jax.Array, metric_index: jax.Array,
                                       key)
     return jax.vmap(score)(chunks, chunk_starts)
 
-  return lax.map(slab_scores, (slabs, starts)).reshape(-1)
+  return lax.map(slab_scores, (slabs, starts)).reshape(-1)[:n]
 
 
 def select_top_k(scores: jax.Array, available: jax.Array, k: int) -> jax.Array:
@@ -121,11 +131,13 @@ def running_top_k(score_chunk: ChunkScorer, images: jax.Array, available: jax.Ar
                   ) -> tuple[jax.Array, jax.Array]:
   """The k available images with the highest `score_chunk`, chunk by chunk.
 
-  score_chunk(images [B, H, W, C], pool indices [B]) -> scores [B]. images: [N, H, W, C]
-  with N % chunk_size == 0; available: [N] bool; `offset` is the pool index of
-  images[0] (for a shard of a larger pool). Returns (scores [k] float32, indices [k]
-  int32), best first; if fewer than k images are available the tail has score -inf.
+  score_chunk(images [B, H, W, C], pool indices [B]) -> scores [B]. images: [N, H, W, C];
+  available: [N] bool; `offset` is the pool index of images[0] (for a shard of a larger
+  pool). Returns (scores [k] float32, indices [k] int32), best first; if fewer than k
+  images are available the tail has score -inf.
   """
+  images = _whole_chunks(images, chunk_size)
+  available = _whole_chunks(available, chunk_size)
   num_chunks = images.shape[0] // chunk_size
   ways = data_ways()
   num_slabs = num_chunks // ways if ways > 1 else 0

@@ -19,8 +19,9 @@ never all on a device, nor (read from an npy file, `al_jax.datasets.npy`) in hos
 steps them.
 
 The carry (model, labeled mask [N], round) is the in-memory carry, so checkpoints and
-resume are unchanged. Only per-image strategies stream (the paper's scorers, the
-Bayesian ones); a joint one needs the whole pool at once (`Config` refuses it).
+resume are unchanged. Only strategies that rank by a per-image score stream (those with
+a `chunk_score`: the paper's scorers, the Bayesian ones); a joint one needs the whole
+pool at once (`Config` refuses it, `al_jax.strategies.streams`).
 """
 
 import dataclasses
@@ -35,7 +36,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from al_jax import acquisition, bayesian, protocols, scoring, sharding, training
+from al_jax import acquisition, protocols, scoring, sharding, training
 from al_jax.round_program import RoundProgram, pad_rows
 
 
@@ -90,24 +91,13 @@ def finish_step(protocol: protocols.PoolProtocol):
   return finish_part
 
 
-def streamable(strategy: acquisition.Acquisition) -> bool:
-  """Whether a strategy ranks images by a per-image score (so it can stream)."""
-  return isinstance(strategy, (acquisition.TopK, acquisition.SampledTopK))
-
-
 def chunk_scorer(strategies, index: jax.Array, state: training.TrainState, key: jax.Array):
   """score(images [B, H, W, C], pool indices [B]) -> [B]: what strategies[index] (a
-  traced index) ranks by, the score of its in-memory running top-k."""
-  def scorer(s):
-    if isinstance(s, acquisition.TopK):
-      return lambda images, indices: scoring.score_images(state, images, indices,
-                                                          s.metric_index, key)
-    return lambda images, indices: bayesian.get(s.name)(
-        scoring.sample_log_probs(state, images, key, s.num_samples))
+  traced index) ranks by, its `chunk_score` (the score of its in-memory running top-k)."""
   chosen = acquisition.choose(strategies, index)
-  if isinstance(chosen, acquisition.TopK):  # the paper's scorers, fused
-    return scorer(chosen)
-  scorers = [scorer(s) for s in strategies]
+  if hasattr(chosen, "chunk_score"):  # one strategy, or the paper's scorers fused
+    return chosen.chunk_score(state, key)
+  scorers = [s.chunk_score(state, key) for s in strategies]
   return lambda images, indices: lax.switch(index, scorers, images, indices)
 
 

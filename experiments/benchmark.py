@@ -35,10 +35,11 @@ flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit."
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
 flags.DEFINE_list("scale", None, "Pool sizes to stream (e.g. 60000,600000,6000000).")
 flags.DEFINE_integer("scale_one", None, "Internal: stream one pool of this size.")
-flags.DEFINE_bool("acquisition", False, "Time choosing 10 of --pool_size images with each "
-                  "strategy (entropy, BALD K = 20 and 100, BatchBALD, stochastic BALD, "
-                  "core-set, BADGE, 5-member ensemble BALD), BALD's FLOP/s against a "
-                  "matmul's, and a 5-member ensemble's fit against 5 fits.")
+flags.DEFINE_bool("acquisition", False, "Time choosing 10 of --pool_size images with BALD "
+                  "at K = 20 and 100, every registered strategy marked benchmark=True "
+                  "(entropy, BatchBALD, stochastic BALD, core-set, BADGE, TypiClust) and "
+                  "a 5-member ensemble's BALD; BALD's FLOP/s against a matmul's, and a "
+                  "5-member ensemble's fit against 5 fits.")
 flags.DEFINE_string("grid", None, "Time --metric=all --seeds=3 (15 pool runs) three ways "
                     "on this data folder: 15 separate processes, one process one run after "
                     "another, one vmapped program.")

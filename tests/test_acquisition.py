@@ -265,3 +265,25 @@ def test_ensemble_fit_equals_members_fitted_alone(ensemble):
   np.testing.assert_allclose(metrics["train_loss"], np.mean(losses), rtol=1e-4)
   assert not np.allclose(jax.tree.leaves(together.params)[0][0],
                          jax.tree.leaves(together.params)[0][1])
+
+
+@MNIST_ONLY
+@pytest.mark.parametrize("size", [1, 39, 41])
+@pytest.mark.parametrize("name", ["entropy", "bald", "batchbald", "stochastic_entropy",
+                                  "coreset", "badge", "typiclust"])
+def test_every_strategy_takes_a_pool_of_any_size(model_and_pool, name, size):
+  """N = 1, chunk - 1, chunk + 1 (chunk 40): as the pool padded by hand to whole chunks
+  (padding unavailable), never a -1 while images are available."""
+  state, pool = model_and_pool
+  key = jax.random.key(10)
+  available = (jnp.arange(size) % 4 != 1) | (size == 1)
+  labeled = ~available
+  k = min(3, int(available.sum()))
+  strategy = acquisition.make(name, k=k, chunk_size=40, mc_samples=3)
+  selection = strategy(state, pool[:size], available, key, labeled)
+  padded = -(-size // 40) * 40
+  by_hand = strategy(state, pool[:padded], jnp.zeros(padded, bool).at[:size].set(available),
+                     key, jnp.zeros(padded, bool).at[:size].set(labeled))
+  assert np.all(np.asarray(selection.indices) >= 0)
+  assert np.all(np.asarray(available)[np.asarray(selection.indices)])
+  np.testing.assert_array_equal(selection.indices, by_hand.indices)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import compiles
-from al_jax import acquisition, experiment, protocols
+from al_jax import acquisition, benchmarking, experiment, plotting, protocols, strategies
 from al_jax import results as results_lib
 from al_jax import workdir as workdir_lib
 from al_jax.config import Config, ConfigError
@@ -67,6 +67,16 @@ def interrupt_after():
         raise Interrupted
     return stop
   return arm
+
+
+@pytest.fixture
+def lowest_index():
+  """A user's strategy "lowest_index" (option stride), registered for one test."""
+  strategies.register(strategies.Strategy(
+      "lowest_index", lambda k, chunk_size, o: _LowestIndex(k, o.stride), _StrideOptions,
+      color="black", benchmark=True))
+  yield
+  strategies.unregister("lowest_index")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +153,7 @@ def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, 
 def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
   """MC-dropout BALD and variation ratios next to entropy in one job, resumable like all."""
   config = dataclasses.replace(SMALL, metrics=("bald", "variation_ratios", "entropy"),
-                               mc_samples=4)
+                               strategy_options={"mc_samples": 4})
   runs = experiment.run(config, str(tmp_path), data=sample)
   for records in runs.values():
     labeled = set(records[0]["initial_labeled"])
@@ -169,8 +179,8 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
 def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, ensemble_size):
   """Batch-aware strategies and a deep ensemble in one compiled round step: disjoint
   queries of the right size, different choices, the same seed the same selection."""
-  config = dataclasses.replace(SMALL, metrics=metrics, mc_samples=4, batch_configs=100,
-                               ensemble_size=ensemble_size)
+  config = dataclasses.replace(SMALL, metrics=metrics, ensemble_size=ensemble_size,
+                               strategy_options={"mc_samples": 4, "batch_configs": 100})
   with compiles.counted() as compiled:
     runs = experiment.run(config, str(tmp_path), data=sample, keep_checkpoints=0)
   for records in runs.values():
@@ -314,6 +324,69 @@ def test_a_workdir_from_before_recipes_resumes_with_its_own(tmp_path, sample):
   old = {k: v for k, v in chosen.to_dict().items() if k != "recipe"}
   (tmp_path / "config.json").write_text(json.dumps(old))
   workdir_lib.check_workdir(chosen, str(tmp_path), overwrite=False)
+
+
+def test_a_workdir_with_flat_strategy_options_resumes(tmp_path):
+  """Before the strategies owned their options, config.json held mc_samples,
+  batch_configs, stochastic_mode and stochastic_beta as fields: they map to the
+  strategy_options the job's metrics read, and the job resumes."""
+  config = dataclasses.replace(SMALL, metrics=("bald", "entropy"),
+                               strategy_options={"mc_samples": 4})
+  old = {k: v for k, v in config.to_dict().items() if k != "strategy_options"}
+  old.update(mc_samples=4, batch_configs=1000, stochastic_mode="power", stochastic_beta=1.0)
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  experiment.check_workdir(config, str(tmp_path), overwrite=False)  # resumes
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(ConfigError, match="another configuration.*strategy_options"):
+    experiment.check_workdir(dataclasses.replace(config, strategy_options={}),
+                             str(tmp_path), overwrite=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StrideOptions:
+  stride: int = dataclasses.field(default=3, metadata={"help": "lowest_index: step."})
+
+  def __post_init__(self):
+    strategies.check_positive("--stride", self.stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LowestIndex:
+  """A user's strategy: the k available images of lowest pool index that are multiples
+  of `stride` (its one option)."""
+  k: int
+  stride: int
+
+  def __call__(self, state, images, available, key, labeled=None):
+    n = available.shape[0]
+    score = jnp.where(available & (jnp.arange(n) % self.stride == 0), -jnp.arange(n), -n)
+    top, indices = jax.lax.top_k(score.astype(jnp.float32), self.k)
+    return acquisition.Selection(jnp.where(top > -n, indices, -1),
+                                 jnp.where(top > -n, top, -jnp.inf))
+
+
+def test_a_strategy_registered_by_a_user_runs_and_resumes(tmp_path, sample,
+                                                          interrupt_after, lowest_index):
+  """register() from outside the package: Config, the round loop, resume, the plot
+  colour and the benchmark rows all find it."""
+  config = dataclasses.replace(SMALL, metrics=("lowest_index", "entropy"),
+                               strategy_options={"stride": 5})
+  assert dict(config.strategy_options) == {"stride": 5}
+  runs = experiment.run(config, str(tmp_path / "a"), data=sample, keep_checkpoints=0)
+  labeled = set(runs[("lowest_index", 0)][0]["initial_labeled"])
+  first = runs[("lowest_index", 0)][0]["selected"]
+  assert first == [i for i in range(0, sample.num_pool, 5) if i not in labeled][:20]
+  interrupt_after(1)
+  with pytest.raises(Interrupted):
+    experiment.run(config, str(tmp_path / "b"), data=sample)
+  resumed = experiment.run(config, str(tmp_path / "b"), data=sample)
+  for run, records in runs.items():
+    assert _strip_timing(resumed[run]) == _strip_timing(records)
+  assert "lowest_index" in acquisition.NAMES and plotting.line_style("lowest_index") == (
+      "black", False)
+  assert "lowest_index" in benchmarking.benchmark_rows(3, 40, 4)
+  with pytest.raises(ConfigError, match="--stride must be a positive integer"):
+    dataclasses.replace(config, strategy_options={"stride": 0})
 
 
 def test_early_stopping_in_the_loop(tmp_path, sample, monkeypatch):

@@ -98,3 +98,23 @@ def test_streamed_pool_equals_pool_on_device(state, pool, name):
   streamed = scoring.stream_top_k(state, chunks, idx, key, k=12)
   np.testing.assert_array_equal(streamed[1], on_device[1])
   np.testing.assert_allclose(streamed[0], on_device[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 39, 41])
+def test_pool_of_any_size_is_scored_whole(state, pool, size):
+  """A pool that is not whole chunks of 40 is padded: every image scored, none left out."""
+  key, idx = jax.random.key(9), metrics.index("entropy")
+  images = pool[:size]
+  direct = metrics.entropy(jax.nn.softmax(state.logits(images)))
+  scores = scoring.pool_scores(state, images, idx, key, chunk_size=40)
+  chex.assert_shape(scores, (size,))
+  np.testing.assert_allclose(scores, direct, rtol=1e-5, atol=1e-6)
+  mapped = scoring.map_pool(lambda chunk, rows: rows, images, chunk_size=40)
+  np.testing.assert_array_equal(mapped, np.arange(size))
+  chex.assert_shape(scoring.pool_log_probs(state, images, key, 3, chunk_size=40),
+                    (3, size, 10))
+  k = min(size, 5)
+  top_scores, top = scoring.query_top_k(state, images, jnp.ones(size, bool), idx, key, k=k,
+                                        chunk_size=40)
+  np.testing.assert_array_equal(top, np.argsort(-np.asarray(direct), kind="stable")[:k])
+  np.testing.assert_allclose(top_scores, np.sort(np.asarray(direct))[::-1][:k], rtol=1e-5)
