@@ -57,6 +57,17 @@ def _quiet(record) -> bool:
   return "orbax" not in record.pathname
 
 
+def _classes(spec: str | None) -> tuple[str, ...] | None:
+  """--classes, each named once (case and spaces aside)."""
+  classes = data_lib.parse_classes(spec)
+  keys = [c.lower() for c in classes or ()]
+  twice = sorted({c for c, k in zip(classes or (), keys) if keys.count(k) > 1})
+  if twice:
+    raise session.LabelError(f"--classes names {', '.join(twice)} more than once; name "
+                             "each class once")
+  return classes
+
+
 def main(argv):
   logging.get_absl_handler().addFilter(_quiet)
   std_logging.getLogger("waitress.queue").setLevel(std_logging.ERROR)  # "queue depth"
@@ -72,11 +83,14 @@ def main(argv):
     return
   if not FLAGS.images:
     raise session.LabelError("pass --images=DIR (a folder of images) or --images=sample")
+  classes = _classes(FLAGS.classes)
+  if not FLAGS.simulate:  # before the workdir records anything
+    server.check_address(FLAGS.host, FLAGS.port)
   settings = session.Settings(
       metric=FLAGS.metric, query_size=FLAGS.query_size, initial_size=FLAGS.initial_size,
       validation_size=FLAGS.validation_size, image_size=FLAGS.image_size,
       epochs_per_round=FLAGS.epochs_per_round, seed=FLAGS.seed, model=FLAGS.model)
-  images = session.open_images(FLAGS.images, data_lib.parse_classes(FLAGS.classes),
+  images = session.open_images(FLAGS.images, classes,
                                FLAGS.image_size)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
   if FLAGS.simulate:

@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -182,14 +183,110 @@ def test_requests_without_or_with_a_wrong_token_are_refused(client):
     assert client.get(path + "?token=wrong", base_url=BASE).status_code == 403
   assert client.post("/api/label", json={"index": 0, "label": "x"},
                      base_url=BASE).status_code == 403
-  # The URL's token becomes a cookie; then every request carries it.
+  # The URL's token opens the page, whose script, style and images carry it in their
+  # URLs; its requests send it in the X-Token header. No cookie is set.
   first = client.get("/?token=s3cret", base_url=BASE)
-  assert first.status_code == 303 and first.headers["Location"] == "/"
-  assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in \
-      first.headers["Set-Cookie"]
-  assert client.get("/api/state", base_url=BASE).status_code == 200
-  assert client.get("/image/0", base_url=BASE).mimetype == "image/jpeg"
-  client.delete_cookie(f"al_jax_token_{PORT}", domain="127.0.0.1")
+  assert first.status_code == 200 and "Set-Cookie" not in first.headers
+  assert b'src="/static/app.js?token=s3cret"' in first.data
+  assert client.get("/static/app.js?token=s3cret", base_url=BASE).status_code == 200
+  assert client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).status_code == 200
+  assert client.get("/image/0?token=s3cret", base_url=BASE).mimetype == "image/jpeg"
+
+
+def test_a_cookie_alone_never_authorises(client, labeling):
+  """Browsers send a host's cookies to all its ports: another local web server could
+  read one. Only the header (or a GET's URL) carries the token."""
+  before = labeling.store.all()
+  index = labeling.state()["batch"][0]["index"]
+  for name in (f"al_jax_token_{PORT}", "token", "X-Token"):
+    client.set_cookie(name, "s3cret", domain="127.0.0.1")
+  try:
+    for path in ("/", "/api/state", "/image/0", "/static/app.js"):
+      assert client.get(path, base_url=BASE).status_code == 403, path
+    for path, body in (("/api/label", {"index": index, "label": labeling.classes[0]}),
+                       ("/api/skip", {"index": index}), ("/api/undo", {}), ("/api/export", {})):
+      assert client.post(path, json=body, base_url=BASE).status_code == 403, path
+      # nor a token in the URL of a request that changes something
+      assert client.post(path + "?token=s3cret", json=body,
+                         base_url=BASE).status_code == 403, path
+  finally:
+    for name in (f"al_jax_token_{PORT}", "token", "X-Token"):
+      client.delete_cookie(name, domain="127.0.0.1")
+  assert labeling.store.all() == before
+
+
+def test_deeply_nested_json_is_a_json_error_and_the_server_keeps_serving(client, labeling):
+  before = labeling.store.all()
+  deep_list = "[" * 1900 + "]" * 1900
+  deep_object = '{"a":' + "[" * 1900 + "]" * 1900 + "}"
+  index = labeling.state()["batch"][0]["index"]
+  deep_label = '{"index": %d, "label": %s}' % (index, "[" * 1000 + "]" * 1000)
+  for text in (deep_list, deep_object, deep_label):
+    assert len(text) < server.MAX_BODY
+    for path in ("/api/label", "/api/skip", "/api/undo", "/api/export"):
+      response = client.post(path, data=text, base_url=BASE, headers={
+          "X-Token": "s3cret", "Content-Type": "application/json"})
+      assert response.status_code == 400, (path, response.data[:200])
+      assert response.json["error"] in ("the body must be a JSON object",
+                                        "label must be a class name"), response.json
+  assert labeling.store.all() == before
+  response = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"})
+  assert response.status_code == 200 and response.json["batch"]
+
+
+def test_an_image_moved_or_changed_after_the_start_is_a_json_error(tmp_path):
+  folder = tmp_path / "images"
+  shutil.copytree(os.path.join(SAMPLE, "Test"), folder)
+  images = session.open_images(str(folder), ("a", "b"), SMALL.image_size)
+  s = session.LabelSession(images, str(tmp_path / "work"), SMALL)
+  try:
+    client = server.create_app(s, "s3cret", PORT).test_client()
+    get = lambda i: client.get(f"/image/{i}", base_url=BASE, headers={"X-Token": "s3cret"})
+    assert get(2).mimetype == "image/jpeg"
+    os.remove(folder / images.pool.paths[0])
+    (folder / images.pool.paths[1]).write_bytes(b"not an image any more")
+    for i, kind in ((0, "FileNotFoundError"), (1, "UnidentifiedImageError")):
+      response = get(i)
+      assert response.status_code == 404 and response.mimetype == "application/json"
+      assert response.json["error"] == (
+          f"image {i} ({images.pool.paths[i]}) cannot be read ({kind}): it was moved or "
+          "changed since label.py started; skip it (0)")
+    assert get(2).mimetype == "image/jpeg"  # made before: still served
+    assert client.get("/api/state", base_url=BASE,
+                      headers={"X-Token": "s3cret"}).status_code == 200
+  finally:
+    s.close()
+
+
+def test_the_state_counts_trained_held_out_and_unlabeled_images(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  labels = labeling.store.all()
+  held_out = set(labeling.validation.tolist())
+  given = [i for i, x in labels.items() if x.label is not None]
+  assert state["progress"] == {
+      "labeled": len(given), "held_out": len([i for i in given if i in held_out]),
+      "trained": len([i for i in given if i not in held_out]),
+      "skipped": len(labels) - len(given), "unlabeled": 250 - len(labels), "pool": 250}
+  assert state["progress"]["trained"] == labeling.loop.results[0][-1]["num_labeled"]
+  assert state["held_out_in_batch"] == [b["index"] for b in state["batch"]
+                                        if b["index"] in held_out]
+  assert state["workdir"] == os.path.abspath(labeling.workdir)
+
+
+def test_a_port_is_checked_before_anything_starts():
+  with pytest.raises(session.LabelError, match=r"^--port=99999 is not a port; pass 1-65535"):
+    server.check_address("127.0.0.1", 99999)
+  with pytest.raises(session.LabelError, match=r"^--port=-5 is not a port"):
+    server.check_address("127.0.0.1", -5)
+  server.check_address("127.0.0.1", 0)
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(session.LabelError, match=f"cannot listen on 127.0.0.1:{port} "
+                       r"\(Address already in use\): another program"):
+      server.check_address("127.0.0.1", port)
+  server.check_address("127.0.0.1", port)  # free again
 
 
 def test_unknown_class_and_bad_bodies_are_refused(client, labeling):
@@ -350,6 +447,31 @@ def test_bad_input_is_one_line_from_a_real_process(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_bad_flags_are_one_line_before_the_workdir_is_made(tmp_path):
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    for flags, message in (
+        (["--classes=apple,apple,banana"], "--classes names apple more than once"),
+        (["--classes=Apple,banana,apple "], "--classes names Apple, apple more than once"),
+        (["--classes=a,b", f"--port={port}"], f"cannot listen on 127.0.0.1:{port} "
+         "(Address already in use): another program (or another label.py) uses it"),
+        (["--classes=a,b", "--port=99999"], "--port=99999 is not a port; pass 1-65535"),
+        (["--classes=a,b", "--port=-5"], "--port=-5 is not a port; pass 1-65535")):
+      workdir = tmp_path / "work"
+      started = time.time()
+      out = subprocess.run([sys.executable, LABEL_PY, "--images=sample",
+                            f"--workdir={workdir}", *flags], cwd=ROOT, capture_output=True,
+                           text=True, env=_env(tmp_path), timeout=120)
+      assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+      errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+      assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
+      assert not workdir.exists(), flags
+      print(f"{flags}: {time.time() - started:.1f} s")
 
 
 # ---------------------------------------------------------------------- the browser
