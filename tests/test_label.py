@@ -524,7 +524,7 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   browser = _browser()
   try:
     browser.get(served.url)
-    assert "token" not in browser.current_url  # moved to a cookie
+    assert browser.get_cookies() == []  # no cookie: the page sends the token itself
     wait = WebDriverWait(browser, 180, poll_frequency=0.05)
     page = lambda: browser.execute_script(_PAGE)
     wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
@@ -611,3 +611,138 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   assert len(predictions) == unlabeled and [int(p["rank"]) for p in predictions][:3] == [1, 2, 3]
   assert {p["predicted_label"] for p in predictions} <= set(keys)
   assert all(0 < float(p["probability"]) <= 1 for p in predictions)
+
+
+_STATUS = """
+const status = document.getElementById('status');
+return {text: status.textContent, connection: status.dataset.connection,
+        training: status.dataset.training === 'true',
+        spinners: document.querySelectorAll('#status .spinner').length,
+        pending: document.querySelectorAll('#grid .tile.pending').length,
+        answered: document.querySelectorAll('#grid .tile.answered').length,
+        tiles: document.querySelectorAll('#grid .tile').length,
+        round: document.getElementById('round').textContent};
+"""
+
+
+@pytest.mark.slow
+def test_the_page_tells_when_the_server_stops_and_continues_after_a_restart(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    status = lambda: browser.execute_script(_STATUS)
+    until = lambda condition: wait.until(lambda b: (lambda s: condition(s) and s)(status()))
+    page = lambda: browser.execute_script(_PAGE)
+    until(lambda s: s["tiles"] == SMALL.initial_size + SMALL.validation_size)
+    body = browser.find_element(By.TAG_NAME, "body")
+    for n in (1, 2):
+      body.send_keys("1")
+      wait.until(lambda b: page()["settled"] == n)
+    first_two = page()["answered"]
+    served.kill()  # kill -9 while the page is open
+    body.send_keys("1")  # an answer the server never gets
+    lost = until(lambda s: s["connection"] == "lost")
+    assert "The server does not answer: label.py stopped or is restarting" in lost["text"]
+    assert f"{os.path.abspath(workdir)}/labels.sqlite" in lost["text"]
+    assert lost["pending"] == 0 and lost["answered"] == 2 and lost["spinners"] == 0
+    body.send_keys("1")  # refused while the server is away
+    assert status()["answered"] == 2
+    again = Server(workdir, tmp_path)
+    assert again.url == served.url  # the same port and token: the page reconnects
+    back = until(lambda s: s["connection"] == "ok" and "was restarted" in s["text"])
+    assert back["answered"] == 2 and page()["answered"] == first_two
+    while status()["answered"] < status()["tiles"]:
+      count = status()["answered"]
+      body.send_keys("1")
+      until(lambda s: s["answered"] == count + 1 and s["pending"] == 0)
+    training = until(lambda s: s["training"])
+    assert training["spinners"] == 1
+    again.kill()  # mid-round: the spinner must not count on
+    lost = until(lambda s: s["connection"] == "lost")
+    assert lost["spinners"] == 0 and not lost["training"] and "does not answer" in lost["text"]
+    third = Server(workdir, tmp_path)
+    assert third.url == served.url
+    state = until(lambda s: s["connection"] == "ok" and s["round"] == "2" and not s["training"])
+    assert state["tiles"] == SMALL.query_size and state["answered"] == 0
+    assert "was restarted" in state["text"]
+  finally:
+    browser.quit()
+  assert len(_rows(workdir)) == SMALL.initial_size + SMALL.validation_size
+
+
+_GEOMETRY = """
+const header = document.querySelector('header').getBoundingClientRect();
+const visible = (el) => {
+  const r = el.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return r.top >= header.bottom - 1 && r.bottom <= window.innerHeight + 1 && r.left >= 0 &&
+         r.right <= window.innerWidth + 1 && hit !== null && el.contains(hit);
+};
+const tiles = [...document.querySelectorAll('#grid .tile')];
+const current = document.querySelector('#grid .tile.current');
+return {buttons: [...document.querySelectorAll('#classes button, #skip, #undo')].map(visible),
+        current: current ? visible(current) : null, currentAt: tiles.indexOf(current),
+        first: tiles.length ? visible(tiles[0]) : null,
+        rows: new Set(tiles.map((t) => Math.round(t.offsetTop))).size,
+        pageScroll: window.scrollY, gridScroll: document.getElementById('grid').scrollTop,
+        progress: document.getElementById('progress').textContent.replace(/\\s+/g, ' '),
+        problems: tiles.map((t) => t.querySelector('.problem').textContent)};
+"""
+
+
+@pytest.mark.slow
+def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  folder = tmp_path / "images"  # a copy: one of its files goes away after the start
+  shutil.copytree(SAMPLE, folder)
+  paths = data_lib.load_images(folder / "Training", image_size=16).paths
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path, f"--images={folder}", "--initial_size=20",
+                  "--validation_size=10", "--query_size=30")
+  state = served.api("/api/state")
+  batch = [b["index"] for b in state["batch"]]
+  held_out = set(state["held_out_in_batch"])
+  gone = next(i for i in batch[3:] if i not in held_out)
+  os.remove(folder / "Training" / paths[gone])
+  browser = _browser()
+  try:
+    assert browser.get_window_size() == {"width": 1400, "height": 1000}
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    geometry = lambda: browser.execute_script(_GEOMETRY)
+    page = lambda: browser.execute_script(_PAGE)
+    wait.until(lambda b: len(page()["batch"]) == 30)
+    shown = wait.until(lambda b: (lambda g: g["problems"][batch.index(gone)] and g)(geometry()))
+    assert "moved or changed since label.py started; skip it (0)" in \
+        shown["problems"][batch.index(gone)]
+    assert shown["rows"] >= 5 and shown["first"] and all(shown["buttons"])
+    assert len(held_out) == 10 and len(browser.find_elements(
+        By.CSS_SELECTOR, "#grid .tile.held-out .tag")) == 10
+    body = browser.find_element(By.TAG_NAME, "body")
+    keys = browser.execute_script(
+        "return [...document.querySelectorAll('#classes kbd')].map((k) => k.textContent)")
+    for n in range(30):
+      where = geometry()
+      assert where["current"] and all(where["buttons"]), (n, where)
+      assert where["pageScroll"] == 0
+      i = page()["current"]
+      body.send_keys("0" if i == gone else keys[n % len(keys)])
+      wait.until(lambda b: page()["settled"] == n + 1)
+    assert geometry()["gridScroll"] > 0  # the last rows were scrolled to
+    status = wait.until(lambda b: (lambda t: "Training on" in t and t)(
+        b.find_element(By.ID, "status").text))
+    assert "Training on 19 labels (10 held out test it)" in status, status
+    assert ("labeled 29 (trained on 19, held out 10) · skipped 1 · unlabeled left 220 of 250"
+            in geometry()["progress"])
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and page()["batch"])
+    where = geometry()
+    assert where["gridScroll"] == 0 and where["first"] and where["currentAt"] == 0
+    assert all(where["buttons"])
+  finally:
+    browser.quit()

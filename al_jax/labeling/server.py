@@ -279,7 +279,7 @@ def serve(session: session_lib.LabelSession, *, host: str = "127.0.0.1", port: i
   except OSError as error:
     raise session_lib.LabelError(f"cannot listen on {host}:{port} ({error.strerror}); pass "
                                  "another --port, or --port=0 for a free one") from error
-  actual_port = server.effective_port
+  actual_port = int(server.effective_port)
   _save_address(session.workdir, token, actual_port)
   apps.append(create_app(session, token, actual_port, loopback))
   shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
