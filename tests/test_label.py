@@ -252,8 +252,9 @@ def test_an_image_moved_or_changed_after_the_start_is_a_json_error(tmp_path):
           f"image {i} ({images.pool.paths[i]}) cannot be read ({kind}): it was moved or "
           "changed since label.py started; skip it (0)")
     assert get(2).mimetype == "image/jpeg"  # made before: still served
-    assert client.get("/api/state", base_url=BASE,
-                      headers={"X-Token": "s3cret"}).status_code == 200
+    state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"})
+    assert state.status_code == 200
+    assert [b["guess"] for b in state.json["batch"]] == [None] * 8  # no model yet
   finally:
     s.close()
 
@@ -271,6 +272,17 @@ def test_the_state_counts_trained_held_out_and_unlabeled_images(client, labeling
   assert state["held_out_in_batch"] == [b["index"] for b in state["batch"]
                                         if b["index"] in held_out]
   assert state["workdir"] == os.path.abspath(labeling.workdir)
+
+
+def test_each_image_of_the_batch_has_the_latest_models_guess(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  assert state["round"] == 1
+  probs = labeling.model_probs()
+  assert probs.shape == (250, 10) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+  for b in state["batch"]:
+    c = int(np.argmax(probs[b["index"]]))
+    assert b["guess"]["label"] == labeling.classes[c]
+    assert b["guess"]["probability"] == pytest.approx(float(probs[b["index"], c]))
 
 
 def test_a_port_is_checked_before_anything_starts():
@@ -746,3 +758,44 @@ def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(t
     assert all(where["buttons"])
   finally:
     browser.quit()
+
+
+@pytest.mark.slow
+def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    page = lambda: browser.execute_script(_PAGE)
+    captions = lambda: browser.execute_script(
+        "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)")
+    wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
+    assert not any(captions()) and not browser.find_element(By.ID, "accept").is_displayed()
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("\n")  # no model yet: Enter does nothing
+    assert page()["settled"] == 0
+    for n in range(SMALL.initial_size + SMALL.validation_size):
+      body.send_keys("12"[n % 2])
+      wait.until(lambda b: page()["settled"] == n + 1)
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and
+               all(c.startswith("guess: ") for c in captions()))
+    state = served.api("/api/state")
+    guesses = {b["index"]: b["guess"] for b in state["batch"]}
+    assert [b["index"] for b in state["batch"]] == page()["batch"]
+    assert captions() == [f"guess: {g['label']} {round(g['probability'] * 100)}%"
+                          for g in guesses.values()]
+    assert browser.find_element(By.ID, "accept").is_displayed()
+    settled = page()["settled"]
+    for n, i in enumerate(page()["batch"]):  # one key each: Enter confirms the guess
+      assert page()["current"] == i
+      body.send_keys("\n")
+      wait.until(lambda b: page()["settled"] == settled + n + 1)
+      assert page()["answered"][str(i)] == guesses[i]["label"]
+  finally:
+    browser.quit()
+  given = {i: l for i, l, r in _rows(workdir) if r == 1}
+  assert given == {i: g["label"] for i, g in guesses.items()}

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 
 import flask
@@ -85,6 +86,8 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
   with open(os.path.join(STATIC_DIR, "index.html"), encoding="utf-8") as f:
     page_html = f.read().replace("{{token}}", token)  # the token is URL-safe base64
   started = time.time()  # tells the page that the server was restarted
+  guessed = {"round": None, "probs": None}  # the latest model's probabilities [N, C]
+  guess_lock = threading.Lock()
   our_hosts = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
 
   def refuse(status: int, message: str):
@@ -172,10 +175,27 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 
+  def guesses(state: dict) -> list:
+    """The latest model's class and probability per image of the batch (None before
+    the first round), computed once per round."""
+    with guess_lock:
+      if guessed["round"] != state["round"] and not state["training"]:
+        probs = session.model_probs()
+        if probs is not None:
+          guessed.update(round=state["round"], probs=probs)
+      probs = guessed["probs"] if guessed["round"] == state["round"] else None
+    if probs is None:
+      return [None] * len(state["batch"])
+    top = [int(probs[b["index"]].argmax()) for b in state["batch"]]
+    return [{"label": session.classes[c], "probability": float(probs[b["index"], c])}
+            for b, c in zip(state["batch"], top)]
+
   def with_progress(state: dict) -> dict:
-    """The session's state and what the page tells besides: the counts of trained,
-    held-out and unlabeled images, the held-out images of the batch, where the labels
-    are, and when this server started."""
+    """The session's state and what the page tells besides: each tile's guess, the
+    counts of trained, held-out and unlabeled images, the held-out images of the batch,
+    where the labels are, and when this server started."""
+    state = {**state, "batch": [{**b, "guess": g}
+                                for b, g in zip(state["batch"], guesses(state))]}
     labels = session.store.all()
     held_out = set(session.validation.tolist())
     given = [i for i, item in labels.items() if item.label is not None]

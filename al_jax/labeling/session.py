@@ -399,6 +399,20 @@ class LabelSession:
                                "rounds": self.loop.next_round})
     return {"csv": csv_path, "json": json_path, "count": len(rows)}
 
+  def model_probs(self) -> np.ndarray | None:
+    """The latest model's class probabilities [N, C] for the whole pool; None before the
+    first round and while a round runs (the page shows them as each tile's guess)."""
+    if not self._loop_lock.acquire(blocking=False):
+      return None
+    try:
+      if self.loop.next_round == 0:
+        return None
+      state = jax.tree.map(lambda x: x[0], self.loop.carry["train_state"])
+      probs = _pool_probs(state, self.pool_images, self.config.chunk_size)
+      return np.asarray(probs)[:len(self.paths)]
+    finally:
+      self._loop_lock.release()
+
   def predict(self) -> str:
     """Writes predictions.csv for every image without a label: the latest model's class
     and probability, and the acquisition strategy's score and rank (1 = asked first)."""

@@ -162,6 +162,12 @@ function answer(label) {
   });
 }
 
+// Enter: the current image is what the model guesses.
+function acceptGuess() {
+  const item = state && state.batch[cursor];
+  if (item && item.guess && !item.answered) answer(item.guess.label);
+}
+
 function undo() {
   if (!state || state.training || connection !== "ok") return;
   notice = null;
@@ -270,9 +276,16 @@ function render() {
     tile.classList.toggle("pending", !!b.pending);
     tile.dataset.label = b.answered ? (b.label === null ? "" : b.label) : "";
     tile.dataset.answered = b.answered;
+    const guess = b.answered ? null : b.guess;  // the latest model's class, once there is one
+    tile.classList.toggle("guessed", !!guess);
+    tile.dataset.guess = guess ? guess.label : "";
     tile.querySelector("figcaption").textContent =
-        b.answered ? (b.label === null ? "skipped" : b.label) : "";
+        b.answered ? (b.label === null ? "skipped" : b.label) :
+        guess ? `guess: ${guess.label} ${Math.round(guess.probability * 100)}%` : "";
   });
+  const now = state.batch[cursor];
+  $("accept").hidden = !(now && now.guess);
+  $("accept").disabled = waiting || !now || !now.guess || now.answered;
   const current = tiles[cursor];
   if (current && !waiting) current.scrollIntoView({block: "nearest"});
   $("grid").classList.toggle("waiting", waiting);
@@ -402,6 +415,7 @@ document.addEventListener("keydown", (e) => {
   const k = state.keys.indexOf(key);
   if (k >= 0) { e.preventDefault(); answer(state.classes[k]); }
   else if (key === "0") { e.preventDefault(); answer(null); }
+  else if (e.key === "Enter") { e.preventDefault(); acceptGuess(); }
   else if (e.key === "Backspace") { e.preventDefault(); undo(); }
   else if (e.key === "ArrowRight") { e.preventDefault(); move(1); }
   else if (e.key === "ArrowLeft") { e.preventDefault(); move(-1); }
@@ -410,6 +424,7 @@ document.addEventListener("keydown", (e) => {
 document.addEventListener("DOMContentLoaded", () => {
   $("skip").addEventListener("click", () => answer(null));
   $("undo").addEventListener("click", undo);
+  $("accept").addEventListener("click", acceptGuess);
   $("export").addEventListener("click", exportLabels);
   refresh();
 });
