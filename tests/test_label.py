@@ -285,6 +285,32 @@ def test_each_image_of_the_batch_has_the_latest_models_guess(client, labeling):
     assert b["guess"]["probability"] == pytest.approx(float(probs[b["index"], c]))
 
 
+def test_an_answer_of_an_earlier_batch_can_be_changed(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  shown = [b["index"] for b in state["batch"]]
+  labels = labeling.store.all()
+  earlier = client.get("/api/answers", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  assert [a["index"] for a in earlier["answers"]] == [
+      x.pool_index for x in sorted(labels.values(), key=lambda x: -x.seq)]
+  assert all(a["round"] == 0 for a in earlier["answers"])
+  (skipped,) = [i for i, x in labels.items() if x.label is None]
+  never = next(i for i in range(250) if i not in labels and i not in shown)
+  for index, label, message in (
+      (never, labeling.classes[0], f"image {never} has no earlier answer to change"),
+      (shown[0], labeling.classes[0], f"image {shown[0]} is in the current batch"),
+      (skipped, "zebra", "unknown class 'zebra'"), ("1", None, "index must be an integer")):
+    response = _post(client, "/api/correct", {"index": index, "label": label})
+    assert response.status_code == 400 and message in response.json["error"]
+  assert labeling.store.all() == labels
+  response = _post(client, "/api/correct", {"index": skipped, "label": labeling.classes[2]})
+  assert response.status_code == 200
+  assert response.json["progress"]["skipped"] == state["progress"]["skipped"] - 1
+  row = labeling.store.all()[skipped]
+  assert (row.label, row.round) == (labeling.classes[2], 1)  # given in round 1
+  assert _post(client, "/api/correct", {"index": skipped, "label": None}).status_code == 200
+  assert labeling.store.all()[skipped].label is None
+
+
 def test_a_port_is_checked_before_anything_starts():
   with pytest.raises(session.LabelError, match=r"^--port=99999 is not a port; pass 1-65535"):
     server.check_address("127.0.0.1", 99999)
@@ -799,3 +825,47 @@ def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path):
     browser.quit()
   given = {i: l for i, l, r in _rows(workdir) if r == 1}
   assert given == {i: g["label"] for i, g in guesses.items()}
+
+
+@pytest.mark.slow
+def test_an_earlier_rounds_answer_is_changed_in_the_page_and_trained_on(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select, WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    page = lambda: browser.execute_script(_PAGE)
+    first = SMALL.initial_size + SMALL.validation_size
+    wait.until(lambda b: len(page()["batch"]) == first)
+    classes = served.api("/api/state")["classes"]
+    body = browser.find_element(By.TAG_NAME, "body")
+    for n in range(first):  # every answer "1": the first class
+      body.send_keys("1")
+      wait.until(lambda b: page()["settled"] == n + 1)
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"])
+    batch_one = [i for i, _, r in _rows(workdir) if r == 0]
+    browser.find_element(By.CSS_SELECTOR, "#earlier summary").click()
+    rows = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#earlier-list .earlier"))
+    assert sorted(int(r.get_attribute("data-index")) for r in rows) == sorted(batch_one)
+    changed = int(rows[0].get_attribute("data-index"))
+    Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value(classes[3])
+    wait.until(lambda b: b.find_element(
+        By.CSS_SELECTOR, f'.earlier[data-index="{changed}"]').get_attribute("data-label")
+        == classes[3])
+    assert dict((i, (l, r)) for i, l, r in _rows(workdir))[changed] == (classes[3], 1)
+    body.send_keys("1")  # keys sent to the page label the new batch
+    for n in range(SMALL.query_size):
+      if n:
+        body.send_keys("1")
+      wait.until(lambda b: len(page()["answered"]) == n + 1)
+    wait.until(lambda b: page()["round"] == "3" and not page()["training"])
+  finally:
+    browser.quit()
+  results = [json.loads(l) for l in open(os.path.join(workdir, "results.jsonl"))]
+  assert [r["round"] for r in results] == [0, 1]
+  assert results[0]["class_counts"][classes[0]] == first
+  assert results[1]["class_counts"][classes[3]] == 1  # round 2 trained on the change
+  assert results[1]["class_counts"][classes[0]] == first - 1 + SMALL.query_size

@@ -236,6 +236,23 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
   def skip():
     return flask.jsonify(with_progress(session.answer(body().get("index"), None)))
 
+  @app.post("/api/correct")
+  def correct():
+    request = body()
+    name = request.get("label")
+    if name is not None and not isinstance(name, str):
+      raise session_lib.LabelError("label must be a class name, or null to skip")
+    return flask.jsonify(with_progress(session.correct(request.get("index"), name)))
+
+  @app.get("/api/answers")
+  def answers():
+    """The answers of earlier batches (to change one), the latest given first."""
+    shown = {b["index"] for b in session.state()["batch"]}
+    earlier = [item for item in session.store.all().values() if item.pool_index not in shown]
+    return flask.jsonify(answers=[
+        {"index": item.pool_index, "label": item.label, "round": item.round}
+        for item in sorted(earlier, key=lambda item: -item.seq)])
+
   @app.post("/api/undo")
   def undo():
     body()

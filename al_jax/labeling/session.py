@@ -254,6 +254,24 @@ class LabelSession:
         self._start_round()
       return self.state(labels)
 
+  def correct(self, index, label) -> dict:
+    """Changes the answer to an image of an earlier batch: a class name, or None
+    (skipped). Stored like any answer (in the round it is given); the next round
+    trains on it."""
+    if isinstance(index, bool) or not isinstance(index, int):
+      raise LabelError("index must be an integer")
+    if label is not None and label not in self.classes:
+      raise LabelError(f"unknown class {str(label)[:40]!r}; valid: {', '.join(self.classes)}")
+    with self.lock:
+      if self.training:
+        raise Busy("the next batch is being chosen; change the answer once it is shown")
+      if index in self.batch:
+        raise LabelError(f"image {index} is in the current batch: answer it there")
+      if index not in self.store.all():
+        raise LabelError(f"image {index} has no earlier answer to change")
+      self.store.put(index, self.paths[index], label, self.loop.next_round)
+      return self.state()
+
   def undo(self) -> dict:
     """Removes the latest answer of the current batch; state["undone"] is its image."""
     with self.lock:

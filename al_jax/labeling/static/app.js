@@ -177,6 +177,57 @@ function undo() {
   });
 }
 
+// ------------------------------------------------------------ earlier answers
+
+async function loadEarlier() {
+  if (!$("earlier").open || !state) return;
+  let data;
+  try { data = await api("/api/answers"); } catch (e) { failed(e); return; }
+  const box = $("earlier-list");
+  box.replaceChildren();
+  if (!data.answers.length) box.textContent = "No answers of earlier batches yet.";
+  for (const a of data.answers) {
+    const row = document.createElement("div");
+    row.className = "earlier";
+    row.dataset.index = a.index;
+    row.dataset.label = a.label === null ? "" : a.label;
+    const img = document.createElement("img");
+    img.alt = `image ${a.index}`;
+    img.loading = "lazy";
+    img.src = `/image/${a.index}?token=${encodeURIComponent(TOKEN)}`;
+    const select = document.createElement("select");
+    select.setAttribute("aria-label", `answer to image ${a.index}`);
+    for (const name of state.classes) select.append(new Option(name, name));
+    select.append(new Option("skipped", ""));
+    select.value = row.dataset.label;
+    select.disabled = state.training || connection !== "ok";
+    select.addEventListener("change", () => correct(row, select));
+    const when = document.createElement("span");
+    when.className = "note";
+    when.textContent = `round ${a.round + 1}`;
+    row.append(img, select, when);
+    box.append(row);
+  }
+}
+
+function correct(row, select) {
+  const index = Number(row.dataset.index);
+  const label = select.value === "" ? null : select.value;
+  row.classList.add("pending");
+  enqueue(async () => {
+    try {
+      const next = await api("/api/correct", {index, label});
+      row.dataset.label = select.value;
+      setState(next);
+    } catch (e) {
+      select.value = row.dataset.label;
+      throw e;
+    } finally {
+      row.classList.remove("pending");
+    }
+  });
+}
+
 function move(step) {
   if (!state || !state.batch.length) return;
   cursor = (cursor + step + state.batch.length) % state.batch.length;
@@ -251,7 +302,7 @@ function buildClasses() {
 function render() {
   if (!state) return;
   const key = state.batch.map((b) => b.index).join(",") + "@" + state.round;
-  if (key !== batchKey) { batchKey = key; buildGrid(); }
+  if (key !== batchKey) { batchKey = key; buildGrid(); loadEarlier(); }
   buildClasses();
   const answered = state.batch.filter((b) => b.answered).length;
   const p = state.progress;
@@ -289,6 +340,7 @@ function render() {
   const current = tiles[cursor];
   if (current && !waiting) current.scrollIntoView({block: "nearest"});
   $("grid").classList.toggle("waiting", waiting);
+  document.querySelectorAll("#earlier-list select").forEach((b) => { b.disabled = waiting; });
   document.querySelectorAll("aside button").forEach((b) => {
     b.disabled = b.id === "export" ? connection !== "ok" : waiting;
   });
@@ -410,7 +462,9 @@ document.addEventListener("keydown", (e) => {
     if (e.key === "z") { e.preventDefault(); undo(); }
     return;
   }
-  if (e.target instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
+  if (e.target instanceof HTMLSelectElement) return;  // changing an earlier answer
+  if ((e.target instanceof HTMLButtonElement || e.target.tagName === "SUMMARY") &&
+      (e.key === "Enter" || e.key === " ")) return;
   const key = e.key.toLowerCase();
   const k = state.keys.indexOf(key);
   if (k >= 0) { e.preventDefault(); answer(state.classes[k]); }
@@ -425,6 +479,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("skip").addEventListener("click", () => answer(null));
   $("undo").addEventListener("click", undo);
   $("accept").addEventListener("click", acceptGuess);
+  $("earlier").addEventListener("toggle", loadEarlier);
   $("export").addEventListener("click", exportLabels);
   refresh();
 });
