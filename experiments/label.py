@@ -40,7 +40,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the
 flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default by channels).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
                     "lets other machines reach the page (a warning is printed).")
-flags.DEFINE_integer("port", 0, "Port (0: a free one).")
+flags.DEFINE_integer("port", 0, "Port (0: the workdir's last one when free, else a "
+                     "free one).")
 flags.DEFINE_integer("simulate", 0, "Simulation mode only: answer this many batches with "
                      "the folder's hidden labels, without a page, and print each round's "
                      "time and accuracy as JSON lines.")

@@ -312,7 +312,8 @@ def serve(session: session_lib.LabelSession, *, host: str = "127.0.0.1", port: i
     except OSError:  # taken now: a free one
       server = None
   try:
-    server = server or make(port)
+    if server is None:
+      server = make(port)
   except OSError as error:
     raise session_lib.LabelError(f"cannot listen on {host}:{port} ({error.strerror}); pass "
                                  "another --port, or --port=0 for a free one") from error

@@ -78,7 +78,8 @@ function lost() {
       if (b.pending) { b.pending = false; b.answered = false; b.label = null; }
     });
   }
-  render();
+  if (state) render();
+  else $("status").textContent = "The server does not answer: is label.py running?";
   if (!retrying) retrying = setTimeout(reconnect, 2000);
 }
 
