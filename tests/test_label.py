@@ -619,7 +619,7 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) >= 2
     browser.find_element(By.ID, "export").click()
     wait.until(lambda b: "Wrote" in b.find_element(By.ID, "exported").text)
-    browser.execute_script("window.scrollTo(0, 0)")
+    browser.execute_script("window.scrollTo(0, 0); document.querySelector('aside').scrollTop = 0")
     screenshot = os.environ.get("AL_JAX_LABEL_SCREENSHOT") or str(tmp_path / "page.png")
     browser.save_screenshot(screenshot)
     latencies = np.array(browser.execute_script("return window.alLatencies"))
