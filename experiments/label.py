@@ -44,7 +44,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the
 flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default by channels).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
                     "lets other machines reach the page (a warning is printed).")
-flags.DEFINE_integer("port", 0, "Port (0: a free one).")
+flags.DEFINE_integer("port", 0, "Port (0: the workdir's last one when free, else a "
+                     "free one).")
 flags.DEFINE_integer("simulate", 0, "Simulation mode only: answer this many batches with "
                      "the folder's hidden labels, without a page, and print each round's "
                      "time and accuracy as JSON lines.")
@@ -59,6 +60,17 @@ def _stop(signum, frame):
 def _quiet(record) -> bool:
   """Drops Orbax's per-save lines."""
   return "orbax" not in record.pathname
+
+
+def _classes(spec: str | None) -> tuple[str, ...] | None:
+  """--classes, each named once (case and spaces aside)."""
+  classes = datasets.parse_classes(spec)
+  keys = [c.lower() for c in classes or ()]
+  twice = sorted({c for c, k in zip(classes or (), keys) if keys.count(k) > 1})
+  if twice:
+    raise session.LabelError(f"--classes names {', '.join(twice)} more than once; name "
+                             "each class once")
+  return classes
 
 
 def main(argv):
@@ -76,11 +88,14 @@ def main(argv):
     return
   if not FLAGS.images:
     raise session.LabelError("pass --images=DIR (a folder of images) or --images=sample")
+  classes = _classes(FLAGS.classes)
+  if not FLAGS.simulate:  # before the workdir records anything
+    server.check_address(FLAGS.host, FLAGS.port)
   settings = session.Settings(
       metric=FLAGS.metric, query_size=FLAGS.query_size, initial_size=FLAGS.initial_size,
       validation_size=FLAGS.validation_size, image_size=FLAGS.image_size,
       epochs_per_round=FLAGS.epochs_per_round, seed=FLAGS.seed, model=FLAGS.model)
-  images = session.open_images(FLAGS.images, datasets.parse_classes(FLAGS.classes),
+  images = session.open_images(FLAGS.images, classes,
                                FLAGS.image_size)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
   if FLAGS.simulate:

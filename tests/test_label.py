@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -224,14 +225,148 @@ def test_requests_without_or_with_a_wrong_token_are_refused(client):
     assert client.get(path + "?token=wrong", base_url=BASE).status_code == 403
   assert client.post("/api/label", json={"index": 0, "label": "x"},
                      base_url=BASE).status_code == 403
-  # The URL's token becomes a cookie; then every request carries it.
+  # The URL's token opens the page, whose script, style and images carry it in their
+  # URLs; its requests send it in the X-Token header. No cookie is set.
   first = client.get("/?token=s3cret", base_url=BASE)
-  assert first.status_code == 303 and first.headers["Location"] == "/"
-  assert "HttpOnly" in first.headers["Set-Cookie"] and "SameSite=Strict" in \
-      first.headers["Set-Cookie"]
-  assert client.get("/api/state", base_url=BASE).status_code == 200
-  assert client.get("/image/0", base_url=BASE).mimetype == "image/jpeg"
-  client.delete_cookie(f"al_jax_token_{PORT}", domain="127.0.0.1")
+  assert first.status_code == 200 and "Set-Cookie" not in first.headers
+  assert b'src="/static/app.js?token=s3cret"' in first.data
+  assert client.get("/static/app.js?token=s3cret", base_url=BASE).status_code == 200
+  assert client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).status_code == 200
+  assert client.get("/image/0?token=s3cret", base_url=BASE).mimetype == "image/jpeg"
+
+
+def test_a_cookie_alone_never_authorises(client, labeling):
+  """Browsers send a host's cookies to all its ports: another local web server could
+  read one. Only the header (or a GET's URL) carries the token."""
+  before = labeling.store.all()
+  index = labeling.state()["batch"][0]["index"]
+  for name in (f"al_jax_token_{PORT}", "token", "X-Token"):
+    client.set_cookie(name, "s3cret", domain="127.0.0.1")
+  try:
+    for path in ("/", "/api/state", "/image/0", "/static/app.js"):
+      assert client.get(path, base_url=BASE).status_code == 403, path
+    for path, body in (("/api/label", {"index": index, "label": labeling.classes[0]}),
+                       ("/api/skip", {"index": index}), ("/api/undo", {}), ("/api/export", {})):
+      assert client.post(path, json=body, base_url=BASE).status_code == 403, path
+      # nor a token in the URL of a request that changes something
+      assert client.post(path + "?token=s3cret", json=body,
+                         base_url=BASE).status_code == 403, path
+  finally:
+    for name in (f"al_jax_token_{PORT}", "token", "X-Token"):
+      client.delete_cookie(name, domain="127.0.0.1")
+  assert labeling.store.all() == before
+
+
+def test_deeply_nested_json_is_a_json_error_and_the_server_keeps_serving(client, labeling):
+  before = labeling.store.all()
+  deep_list = "[" * 1900 + "]" * 1900
+  deep_object = '{"a":' + "[" * 1900 + "]" * 1900 + "}"
+  index = labeling.state()["batch"][0]["index"]
+  deep_label = '{"index": %d, "label": %s}' % (index, "[" * 1000 + "]" * 1000)
+  for text in (deep_list, deep_object, deep_label):
+    assert len(text) < server.MAX_BODY
+    for path in ("/api/label", "/api/skip", "/api/undo", "/api/export"):
+      response = client.post(path, data=text, base_url=BASE, headers={
+          "X-Token": "s3cret", "Content-Type": "application/json"})
+      assert response.status_code == 400, (path, response.data[:200])
+      assert response.json["error"] in ("the body must be a JSON object",
+                                        "label must be a class name"), response.json
+  assert labeling.store.all() == before
+  response = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"})
+  assert response.status_code == 200 and response.json["batch"]
+
+
+def test_an_image_moved_or_changed_after_the_start_is_a_json_error(tmp_path):
+  folder = tmp_path / "images"
+  shutil.copytree(os.path.join(SAMPLE, "Test"), folder)
+  images = session.open_images(str(folder), ("a", "b"), SMALL.image_size)
+  s = session.LabelSession(images, str(tmp_path / "work"), SMALL)
+  try:
+    client = server.create_app(s, "s3cret", PORT).test_client()
+    get = lambda i: client.get(f"/image/{i}", base_url=BASE, headers={"X-Token": "s3cret"})
+    assert get(2).mimetype == "image/jpeg"
+    os.remove(folder / images.pool.paths[0])
+    (folder / images.pool.paths[1]).write_bytes(b"not an image any more")
+    for i, kind in ((0, "FileNotFoundError"), (1, "UnidentifiedImageError")):
+      response = get(i)
+      assert response.status_code == 404 and response.mimetype == "application/json"
+      assert response.json["error"] == (
+          f"image {i} ({images.pool.paths[i]}) cannot be read ({kind}): it was moved or "
+          "changed since label.py started; skip it (0)")
+    assert get(2).mimetype == "image/jpeg"  # made before: still served
+    state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"})
+    assert state.status_code == 200
+    assert [b["guess"] for b in state.json["batch"]] == [None] * 8  # no model yet
+  finally:
+    s.close()
+
+
+def test_the_state_counts_trained_held_out_and_unlabeled_images(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  labels = labeling.store.all()
+  held_out = set(labeling.validation.tolist())
+  given = [i for i, x in labels.items() if x.label is not None]
+  assert state["progress"] == {
+      "labeled": len(given), "held_out": len([i for i in given if i in held_out]),
+      "trained": len([i for i in given if i not in held_out]),
+      "skipped": len(labels) - len(given), "unlabeled": 250 - len(labels), "pool": 250}
+  assert state["progress"]["trained"] == labeling.loop.results[0][-1]["num_labeled"]
+  assert state["held_out_in_batch"] == [b["index"] for b in state["batch"]
+                                        if b["index"] in held_out]
+  assert state["workdir"] == os.path.abspath(labeling.workdir)
+
+
+def test_each_image_of_the_batch_has_the_latest_models_guess(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  assert state["round"] == 1
+  probs = labeling.model_probs()
+  assert probs.shape == (250, 10) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+  for b in state["batch"]:
+    c = int(np.argmax(probs[b["index"]]))
+    assert b["guess"]["label"] == labeling.classes[c]
+    assert b["guess"]["probability"] == pytest.approx(float(probs[b["index"], c]))
+
+
+def test_an_answer_of_an_earlier_batch_can_be_changed(client, labeling):
+  state = client.get("/api/state", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  shown = [b["index"] for b in state["batch"]]
+  labels = labeling.store.all()
+  earlier = client.get("/api/answers", base_url=BASE, headers={"X-Token": "s3cret"}).json
+  assert [a["index"] for a in earlier["answers"]] == [
+      x.pool_index for x in sorted(labels.values(), key=lambda x: -x.seq)]
+  assert all(a["round"] == 0 for a in earlier["answers"])
+  (skipped,) = [i for i, x in labels.items() if x.label is None]
+  never = next(i for i in range(250) if i not in labels and i not in shown)
+  for index, label, message in (
+      (never, labeling.classes[0], f"image {never} has no earlier answer to change"),
+      (shown[0], labeling.classes[0], f"image {shown[0]} is in the current batch"),
+      (skipped, "zebra", "unknown class 'zebra'"), ("1", None, "index must be an integer")):
+    response = _post(client, "/api/correct", {"index": index, "label": label})
+    assert response.status_code == 400 and message in response.json["error"]
+  assert labeling.store.all() == labels
+  response = _post(client, "/api/correct", {"index": skipped, "label": labeling.classes[2]})
+  assert response.status_code == 200
+  assert response.json["progress"]["skipped"] == state["progress"]["skipped"] - 1
+  row = labeling.store.all()[skipped]
+  assert (row.label, row.round) == (labeling.classes[2], 1)  # given in round 1
+  assert _post(client, "/api/correct", {"index": skipped, "label": None}).status_code == 200
+  assert labeling.store.all()[skipped].label is None
+
+
+def test_a_port_is_checked_before_anything_starts():
+  with pytest.raises(session.LabelError, match=r"^--port=99999 is not a port; pass 1-65535"):
+    server.check_address("127.0.0.1", 99999)
+  with pytest.raises(session.LabelError, match=r"^--port=-5 is not a port"):
+    server.check_address("127.0.0.1", -5)
+  server.check_address("127.0.0.1", 0)
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(session.LabelError, match=f"cannot listen on 127.0.0.1:{port} "
+                       r"\(Address already in use\): another program"):
+      server.check_address("127.0.0.1", port)
+  server.check_address("127.0.0.1", port)  # free again
 
 
 def test_unknown_class_and_bad_bodies_are_refused(client, labeling):
@@ -394,6 +529,31 @@ def test_bad_input_is_one_line_from_a_real_process(tmp_path):
     assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
 
 
+@pytest.mark.slow
+def test_bad_flags_are_one_line_before_the_workdir_is_made(tmp_path):
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    for flags, message in (
+        (["--classes=apple,apple,banana"], "--classes names apple more than once"),
+        (["--classes=Apple,banana,apple "], "--classes names Apple, apple more than once"),
+        (["--classes=a,b", f"--port={port}"], f"cannot listen on 127.0.0.1:{port} "
+         "(Address already in use): another program (or another label.py) uses it"),
+        (["--classes=a,b", "--port=99999"], "--port=99999 is not a port; pass 1-65535"),
+        (["--classes=a,b", "--port=-5"], "--port=-5 is not a port; pass 1-65535")):
+      workdir = tmp_path / "work"
+      started = time.time()
+      out = subprocess.run([sys.executable, LABEL_PY, "--images=sample",
+                            f"--workdir={workdir}", *flags], cwd=ROOT, capture_output=True,
+                           text=True, env=_env(tmp_path), timeout=120)
+      assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+      errors = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+      assert len(errors) == 1 and message in errors[0], out.stderr[-1000:]
+      assert not workdir.exists(), flags
+      print(f"{flags}: {time.time() - started:.1f} s")
+
+
 # ---------------------------------------------------------------------- the browser
 
 
@@ -444,7 +604,7 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   browser = _browser()
   try:
     browser.get(served.url)
-    assert "token" not in browser.current_url  # moved to a cookie
+    assert browser.get_cookies() == []  # no cookie: the page sends the token itself
     wait = WebDriverWait(browser, 180, poll_frequency=0.05)
     page = lambda: browser.execute_script(_PAGE)
     wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
@@ -501,7 +661,7 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) >= 2
     browser.find_element(By.ID, "export").click()
     wait.until(lambda b: "Wrote" in b.find_element(By.ID, "exported").text)
-    browser.execute_script("window.scrollTo(0, 0)")
+    browser.execute_script("window.scrollTo(0, 0); document.querySelector('aside').scrollTop = 0")
     screenshot = os.environ.get("AL_JAX_LABEL_SCREENSHOT") or str(tmp_path / "page.png")
     browser.save_screenshot(screenshot)
     latencies = np.array(browser.execute_script("return window.alLatencies"))
@@ -531,3 +691,223 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   assert len(predictions) == unlabeled and [int(p["rank"]) for p in predictions][:3] == [1, 2, 3]
   assert {p["predicted_label"] for p in predictions} <= set(keys)
   assert all(0 < float(p["probability"]) <= 1 for p in predictions)
+
+
+_STATUS = """
+const status = document.getElementById('status');
+return {text: status.textContent, connection: status.dataset.connection,
+        training: status.dataset.training === 'true',
+        spinners: document.querySelectorAll('#status .spinner').length,
+        pending: document.querySelectorAll('#grid .tile.pending').length,
+        answered: document.querySelectorAll('#grid .tile.answered').length,
+        tiles: document.querySelectorAll('#grid .tile').length,
+        round: document.getElementById('round').textContent};
+"""
+
+
+@pytest.mark.slow
+def test_the_page_tells_when_the_server_stops_and_continues_after_a_restart(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    status = lambda: browser.execute_script(_STATUS)
+    until = lambda condition: wait.until(lambda b: (lambda s: condition(s) and s)(status()))
+    page = lambda: browser.execute_script(_PAGE)
+    until(lambda s: s["tiles"] == SMALL.initial_size + SMALL.validation_size)
+    body = browser.find_element(By.TAG_NAME, "body")
+    for n in (1, 2):
+      body.send_keys("1")
+      wait.until(lambda b: page()["settled"] == n)
+    first_two = page()["answered"]
+    served.kill()  # kill -9 while the page is open
+    body.send_keys("1")  # an answer the server never gets
+    lost = until(lambda s: s["connection"] == "lost")
+    assert "The server does not answer: label.py stopped or is restarting" in lost["text"]
+    assert f"{os.path.abspath(workdir)}/labels.sqlite" in lost["text"]
+    assert lost["pending"] == 0 and lost["answered"] == 2 and lost["spinners"] == 0
+    body.send_keys("1")  # refused while the server is away
+    assert status()["answered"] == 2
+    again = Server(workdir, tmp_path)
+    assert again.url == served.url  # the same port and token: the page reconnects
+    back = until(lambda s: s["connection"] == "ok" and "was restarted" in s["text"])
+    assert back["answered"] == 2 and page()["answered"] == first_two
+    while status()["answered"] < status()["tiles"]:
+      count = status()["answered"]
+      body.send_keys("1")
+      until(lambda s: s["answered"] == count + 1 and s["pending"] == 0)
+    training = until(lambda s: s["training"])
+    assert training["spinners"] == 1
+    again.kill()  # mid-round: the spinner must not count on
+    lost = until(lambda s: s["connection"] == "lost")
+    assert lost["spinners"] == 0 and not lost["training"] and "does not answer" in lost["text"]
+    third = Server(workdir, tmp_path)
+    assert third.url == served.url
+    state = until(lambda s: s["connection"] == "ok" and s["round"] == "2" and not s["training"])
+    assert state["tiles"] == SMALL.query_size and state["answered"] == 0
+    assert "was restarted" in state["text"]
+  finally:
+    browser.quit()
+  assert len(_rows(workdir)) == SMALL.initial_size + SMALL.validation_size
+
+
+_GEOMETRY = """
+const header = document.querySelector('header').getBoundingClientRect();
+const visible = (el) => {
+  const r = el.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return r.top >= header.bottom - 1 && r.bottom <= window.innerHeight + 1 && r.left >= 0 &&
+         r.right <= window.innerWidth + 1 && hit !== null && el.contains(hit);
+};
+const tiles = [...document.querySelectorAll('#grid .tile')];
+const current = document.querySelector('#grid .tile.current');
+return {buttons: [...document.querySelectorAll('#classes button, #skip, #undo')].map(visible),
+        current: current ? visible(current) : null, currentAt: tiles.indexOf(current),
+        first: tiles.length ? visible(tiles[0]) : null,
+        rows: new Set(tiles.map((t) => Math.round(t.offsetTop))).size,
+        pageScroll: window.scrollY, gridScroll: document.getElementById('grid').scrollTop,
+        progress: document.getElementById('progress').textContent.replace(/\\s+/g, ' '),
+        problems: tiles.map((t) => t.querySelector('.problem').textContent)};
+"""
+
+
+@pytest.mark.slow
+def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  folder = tmp_path / "images"  # a copy: one of its files goes away after the start
+  shutil.copytree(SAMPLE, folder)
+  paths = images_lib.load_images(folder / "Training", image_size=16).paths
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path, f"--images={folder}", "--initial_size=20",
+                  "--validation_size=10", "--query_size=30")
+  state = served.api("/api/state")
+  batch = [b["index"] for b in state["batch"]]
+  held_out = set(state["held_out_in_batch"])
+  gone = next(i for i in batch[3:] if i not in held_out)
+  os.remove(folder / "Training" / paths[gone])
+  browser = _browser()
+  try:
+    assert browser.get_window_size() == {"width": 1400, "height": 1000}
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    geometry = lambda: browser.execute_script(_GEOMETRY)
+    page = lambda: browser.execute_script(_PAGE)
+    wait.until(lambda b: len(page()["batch"]) == 30)
+    shown = wait.until(lambda b: (lambda g: g["problems"][batch.index(gone)] and g)(geometry()))
+    assert "moved or changed since label.py started; skip it (0)" in \
+        shown["problems"][batch.index(gone)]
+    assert shown["rows"] >= 5 and shown["first"] and all(shown["buttons"])
+    assert len(held_out) == 10 and len(browser.find_elements(
+        By.CSS_SELECTOR, "#grid .tile.held-out .tag")) == 10
+    body = browser.find_element(By.TAG_NAME, "body")
+    keys = browser.execute_script(
+        "return [...document.querySelectorAll('#classes kbd')].map((k) => k.textContent)")
+    for n in range(30):
+      where = geometry()
+      assert where["current"] and all(where["buttons"]), (n, where)
+      assert where["pageScroll"] == 0
+      i = page()["current"]
+      body.send_keys("0" if i == gone else keys[n % len(keys)])
+      wait.until(lambda b: page()["settled"] == n + 1)
+    assert geometry()["gridScroll"] > 0  # the last rows were scrolled to
+    status = wait.until(lambda b: (lambda t: "Training on" in t and t)(
+        b.find_element(By.ID, "status").text))
+    assert "Training on 19 labels (10 held out test it)" in status, status
+    assert ("labeled 29 (trained on 19, held out 10) · skipped 1 · unlabeled left 220 of 250"
+            in geometry()["progress"])
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and page()["batch"])
+    where = geometry()
+    assert where["gridScroll"] == 0 and where["first"] and where["currentAt"] == 0
+    assert all(where["buttons"])
+  finally:
+    browser.quit()
+
+
+@pytest.mark.slow
+def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    page = lambda: browser.execute_script(_PAGE)
+    captions = lambda: browser.execute_script(
+        "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)")
+    wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
+    assert not any(captions()) and not browser.find_element(By.ID, "accept").is_displayed()
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("\n")  # no model yet: Enter does nothing
+    assert page()["settled"] == 0
+    for n in range(SMALL.initial_size + SMALL.validation_size):
+      body.send_keys("12"[n % 2])
+      wait.until(lambda b: page()["settled"] == n + 1)
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and
+               all(c.startswith("guess: ") for c in captions()))
+    state = served.api("/api/state")
+    guesses = {b["index"]: b["guess"] for b in state["batch"]}
+    assert [b["index"] for b in state["batch"]] == page()["batch"]
+    assert captions() == [f"guess: {g['label']} {round(g['probability'] * 100)}%"
+                          for g in guesses.values()]
+    assert browser.find_element(By.ID, "accept").is_displayed()
+    settled = page()["settled"]
+    for n, i in enumerate(page()["batch"]):  # one key each: Enter confirms the guess
+      assert page()["current"] == i
+      body.send_keys("\n")
+      wait.until(lambda b: page()["settled"] == settled + n + 1)
+      assert page()["answered"][str(i)] == guesses[i]["label"]
+  finally:
+    browser.quit()
+  given = {i: l for i, l, r in _rows(workdir) if r == 1}
+  assert given == {i: g["label"] for i, g in guesses.items()}
+
+
+@pytest.mark.slow
+def test_an_earlier_rounds_answer_is_changed_in_the_page_and_trained_on(tmp_path):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import Select, WebDriverWait
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path)
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    page = lambda: browser.execute_script(_PAGE)
+    first = SMALL.initial_size + SMALL.validation_size
+    wait.until(lambda b: len(page()["batch"]) == first)
+    classes = served.api("/api/state")["classes"]
+    body = browser.find_element(By.TAG_NAME, "body")
+    for n in range(first):  # every answer "1": the first class
+      body.send_keys("1")
+      wait.until(lambda b: page()["settled"] == n + 1)
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"])
+    batch_one = [i for i, _, r in _rows(workdir) if r == 0]
+    browser.find_element(By.CSS_SELECTOR, "#earlier summary").click()
+    rows = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#earlier-list .earlier"))
+    assert sorted(int(r.get_attribute("data-index")) for r in rows) == sorted(batch_one)
+    changed = int(rows[0].get_attribute("data-index"))
+    Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value(classes[3])
+    wait.until(lambda b: b.find_element(
+        By.CSS_SELECTOR, f'.earlier[data-index="{changed}"]').get_attribute("data-label")
+        == classes[3])
+    assert dict((i, (l, r)) for i, l, r in _rows(workdir))[changed] == (classes[3], 1)
+    body.send_keys("1")  # keys sent to the page label the new batch
+    for n in range(SMALL.query_size):
+      if n:
+        body.send_keys("1")
+      wait.until(lambda b: len(page()["answered"]) == n + 1)
+    wait.until(lambda b: page()["round"] == "3" and not page()["training"])
+  finally:
+    browser.quit()
+  results = [json.loads(l) for l in open(os.path.join(workdir, "results.jsonl"))]
+  assert [r["round"] for r in results] == [0, 1]
+  assert results[0]["class_counts"][classes[0]] == first
+  assert results[1]["class_counts"][classes[3]] == 1  # round 2 trained on the change
+  assert results[1]["class_counts"][classes[0]] == first - 1 + SMALL.query_size

@@ -5,31 +5,43 @@ pure-Python, multi-threaded WSGI server, so the page stays responsive while a ro
 trains in another thread) do all HTTP handling. Safety measures:
 
 * loopback only unless `host` says otherwise;
-* a random token per run, in the printed URL and then an HttpOnly SameSite=Strict
-  cookie, required by every request (page, script, images, API);
+* a random token per workdir, required by every request (page, script, images, API):
+  in the X-Token header, or (GET only) in the URL. No cookie: browsers send a cookie
+  to every port of a host, so another local web server could read it. The page keeps
+  the token of its own URL and sends it explicitly; the workdir keeps it (server.json,
+  owner only) with the port, so after a restart the same URL works again;
 * requests larger than MAX_BODY bytes are refused (413);
 * state-changing requests must be JSON and come from the page's own origin (a
   cross-site Origin or Sec-Fetch-Site is refused), and the Host must be ours on
   loopback (DNS rebinding);
 * images are served by pool index and static files from a fixed table: no path from
   a request reaches the file system;
-* labels are checked against the class list (`LabelSession.answer`).
+* labels are checked against the class list (`LabelSession.answer`);
+* every error is a JSON answer {"error": message}, never a traceback page: deep JSON,
+  an image file moved or changed since the start, a failing export.
 """
 
 import hmac
 import ipaddress
+import json
 import os
 import secrets
+import socket
+import threading
+import time
 
 import flask
 from absl import logging
+from PIL import Image
 from waitress import create_server
+from werkzeug import exceptions
 
 from al_jax.labeling import session as session_lib
 
 MAX_BODY = 4096
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+ADDRESS_FILE = "server.json"  # in the workdir: the token and port of the last run
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -43,12 +55,39 @@ def is_loopback(host: str) -> bool:
     return False
 
 
+def check_address(host: str, port: int) -> None:
+  """Raises LabelError (one line) unless `port` is 0 (a free one) or free on `host`."""
+  if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    raise session_lib.LabelError(f"--port={port} is not a port; pass 1-65535, or 0 for a "
+                                 "free one")
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+  except socket.gaierror as error:
+    raise session_lib.LabelError(f"--host={host} is not an address of this machine "
+                                 f"({error.strerror}); pass e.g. --host=127.0.0.1") from error
+  if port == 0:
+    return
+  with socket.socket(family, kind, proto) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+    try:
+      probe.bind(address)
+    except OSError as error:
+      raise session_lib.LabelError(
+          f"cannot listen on {host}:{port} ({error.strerror}): another program (or another "
+          "label.py) uses it; pass another --port, or --port=0 for a free one") from error
+
+
 def create_app(session: session_lib.LabelSession, token: str, port: int,
                loopback: bool = True) -> flask.Flask:
-  """The Flask app of one labeling session; `port` names the cookie and our origin."""
+  """The Flask app of one labeling session; `port` makes our origin."""
   app = flask.Flask(__name__, static_folder=None)
   app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-  cookie = f"al_jax_token_{port}"
+  with open(os.path.join(STATIC_DIR, "index.html"), encoding="utf-8") as f:
+    page_html = f.read().replace("{{token}}", token)  # the token is URL-safe base64
+  started = time.time()  # tells the page that the server was restarted
+  guessed = {"round": None, "probs": None}  # the latest model's probabilities [N, C]
+  guess_lock = threading.Lock()
   our_hosts = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
 
   def refuse(status: int, message: str):
@@ -59,8 +98,9 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
     request = flask.request
     if loopback and request.host not in our_hosts:
       return refuse(403, "unexpected Host header")
-    given = (request.args.get("token") or request.cookies.get(cookie)
-             or request.headers.get("X-Token") or "")
+    given = request.headers.get("X-Token") or ""
+    if not given and request.method in ("GET", "HEAD"):
+      given = request.args.get("token") or ""
     if not hmac.compare_digest(given.encode(), token.encode()):
       return refuse(403, "missing or wrong token: open the URL that label.py printed")
     if request.method not in ("GET", "HEAD"):
@@ -96,13 +136,20 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
   def not_allowed(_):
     return refuse(405, "method not allowed")
 
+  @app.errorhandler(exceptions.HTTPException)
+  def http_error(error):
+    return refuse(error.code or 500, error.description or error.name)
+
+  @app.errorhandler(Exception)
+  def unexpected(error):  # the server keeps serving; the labels are in SQLite
+    logging.exception("%s %s failed", flask.request.method, flask.request.path)
+    first = (str(error).splitlines() or [""])[0][:200]
+    return refuse(500, f"the server could not answer ({type(error).__name__}: {first}); "
+                  "every label given is saved: reload the page, or restart label.py")
+
   @app.get("/")
   def page():
-    if "token" in flask.request.args:  # move the token from the address bar to a cookie
-      response = flask.redirect("/", code=303)
-      response.set_cookie(cookie, token, httponly=True, samesite="Strict", path="/")
-      return response
-    return flask.send_file(os.path.join(STATIC_DIR, "index.html"), mimetype="text/html")
+    return flask.make_response(page_html, 200, {"Content-Type": "text/html; charset=utf-8"})
 
   @app.get("/favicon.ico")
   def favicon():
@@ -120,16 +167,55 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
       path = session.thumbnail(index)
     except KeyError:
       return refuse(404, f"no image {index}")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+      return refuse(404, f"image {index} ({session.paths[index]}) cannot be read "
+                    f"({type(error).__name__}): it was moved or changed since label.py "
+                    "started; skip it (0)")
     response = flask.send_file(path, mimetype="image/jpeg", max_age=3600)
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 
+  def guesses(state: dict) -> list:
+    """The latest model's class and probability per image of the batch (None before
+    the first round), computed once per round."""
+    with guess_lock:
+      if guessed["round"] != state["round"] and not state["training"]:
+        probs = session.model_probs()
+        if probs is not None:
+          guessed.update(round=state["round"], probs=probs)
+      probs = guessed["probs"] if guessed["round"] == state["round"] else None
+    if probs is None:
+      return [None] * len(state["batch"])
+    top = [int(probs[b["index"]].argmax()) for b in state["batch"]]
+    return [{"label": session.classes[c], "probability": float(probs[b["index"], c])}
+            for b, c in zip(state["batch"], top)]
+
+  def with_progress(state: dict) -> dict:
+    """The session's state and what the page tells besides: each tile's guess, the
+    counts of trained, held-out and unlabeled images, the held-out images of the batch,
+    where the labels are, and when this server started."""
+    state = {**state, "batch": [{**b, "guess": g}
+                                for b, g in zip(state["batch"], guesses(state))]}
+    labels = session.store.all()
+    held_out = set(session.validation.tolist())
+    given = [i for i, item in labels.items() if item.label is not None]
+    held = sum(i in held_out for i in given)
+    return {**state, "progress": {
+        "labeled": len(given), "trained": len(given) - held, "held_out": held,
+        "skipped": len(labels) - len(given), "unlabeled": len(session.paths) - len(labels),
+        "pool": len(session.paths)},
+        "held_out_in_batch": [b["index"] for b in state["batch"] if b["index"] in held_out],
+        "workdir": os.path.abspath(session.workdir), "server_started": started}
+
   @app.get("/api/state")
   def state():
-    return flask.jsonify(session.state())
+    return flask.jsonify(with_progress(session.state()))
 
   def body() -> dict:
-    value = flask.request.get_json(silent=True)
+    try:
+      value = flask.request.get_json(silent=True)
+    except RecursionError:  # nested deeper than Python's json parses
+      value = None
     if not isinstance(value, dict):
       raise session_lib.LabelError("the body must be a JSON object")
     return value
@@ -144,16 +230,33 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
     name = request.get("label")
     if not isinstance(name, str):
       raise session_lib.LabelError("label must be a class name")
-    return flask.jsonify(session.answer(request.get("index"), name))
+    return flask.jsonify(with_progress(session.answer(request.get("index"), name)))
 
   @app.post("/api/skip")
   def skip():
-    return flask.jsonify(session.answer(body().get("index"), None))
+    return flask.jsonify(with_progress(session.answer(body().get("index"), None)))
+
+  @app.post("/api/correct")
+  def correct():
+    request = body()
+    name = request.get("label")
+    if name is not None and not isinstance(name, str):
+      raise session_lib.LabelError("label must be a class name, or null to skip")
+    return flask.jsonify(with_progress(session.correct(request.get("index"), name)))
+
+  @app.get("/api/answers")
+  def answers():
+    """The answers of earlier batches (to change one), the latest given first."""
+    shown = {b["index"] for b in session.state()["batch"]}
+    earlier = [item for item in session.store.all().values() if item.pool_index not in shown]
+    return flask.jsonify(answers=[
+        {"index": item.pool_index, "label": item.label, "round": item.round}
+        for item in sorted(earlier, key=lambda item: -item.seq)])
 
   @app.post("/api/undo")
   def undo():
     body()
-    return flask.jsonify(session.undo())
+    return flask.jsonify(with_progress(session.undo()))
 
   @app.post("/api/export")
   def export():
@@ -163,22 +266,59 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
   return app
 
 
+def _last_address(workdir: str) -> dict:
+  """The token and port of the workdir's last server ({} if none)."""
+  try:
+    with open(os.path.join(workdir, ADDRESS_FILE), encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  ok = (isinstance(saved, dict) and isinstance(saved.get("token"), str)
+        and len(saved["token"]) >= 32 and isinstance(saved.get("port"), int))
+  return saved if ok else {}
+
+
+def _save_address(workdir: str, token: str, port: int) -> None:
+  """Writes workdir/server.json, readable by its owner only."""
+  path = os.path.join(workdir, ADDRESS_FILE)
+  fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+  with os.fdopen(fd, "w", encoding="utf-8") as f:
+    json.dump({"token": token, "port": port}, f)
+  os.replace(path + ".tmp", path)
+
+
 def serve(session: session_lib.LabelSession, *, host: str = "127.0.0.1", port: int = 0,
           threads: int = 8) -> None:
   """Serves the page until interrupted (Ctrl+C or SIGTERM), then exports the labels.
 
-  Prints one line, the URL (with the token) to open.
+  Prints one line, the URL (with the token) to open. The workdir's token is kept, and
+  with `port=0` the last run's port when it is free, so a page left open reconnects.
   """
-  token = secrets.token_urlsafe(24)
+  check_address(host, port)
+  last = _last_address(session.workdir)
+  token = last.get("token") or secrets.token_urlsafe(24)
   loopback = is_loopback(host)
   if not loopback:
     logging.warning("listening on %s, not only on this machine: anyone who can reach it "
                     "and learns the URL can label", host)
   apps = []  # the app needs the port, known once the socket is bound
-  server = create_server(lambda environ, start: apps[0](environ, start), host=host,
-                         port=port, threads=threads, clear_untrusted_proxy_headers=True,
-                         max_request_body_size=16 * MAX_BODY)
-  actual_port = server.effective_port
+  make = lambda p: create_server(lambda environ, start: apps[0](environ, start), host=host,
+                                 port=p, threads=threads, clear_untrusted_proxy_headers=True,
+                                 max_request_body_size=16 * MAX_BODY)
+  server = None
+  if port == 0 and last.get("port"):
+    try:
+      server = make(last["port"])
+    except OSError:  # taken now: a free one
+      server = None
+  try:
+    if server is None:
+      server = make(port)
+  except OSError as error:
+    raise session_lib.LabelError(f"cannot listen on {host}:{port} ({error.strerror}); pass "
+                                 "another --port, or --port=0 for a free one") from error
+  actual_port = int(server.effective_port)
+  _save_address(session.workdir, token, actual_port)
   apps.append(create_app(session, token, actual_port, loopback))
   shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
   if ":" in shown:

@@ -232,12 +232,15 @@ class LabelSession:
   def _complete(self, labels: dict) -> bool:
     return all(i in labels for i in self.batch)
 
-  def answer(self, index, label) -> dict:
-    """Stores a label (a class name) or a skip (None) for an image of the batch."""
+  def _check_answer(self, index, label) -> None:
     if isinstance(index, bool) or not isinstance(index, int):
       raise LabelError("index must be an integer")
     if label is not None and label not in self.classes:
       raise LabelError(f"unknown class {str(label)[:40]!r}; valid: {', '.join(self.classes)}")
+
+  def answer(self, index, label) -> dict:
+    """Stores a label (a class name) or a skip (None) for an image of the batch."""
+    self._check_answer(index, label)
     with self.lock:
       if self.training:
         raise Busy("the next batch is being chosen; wait until it is shown")
@@ -248,6 +251,21 @@ class LabelSession:
       if self._complete(labels):
         self._start_round()
       return self.state(labels)
+
+  def correct(self, index, label) -> dict:
+    """Changes the answer to an image of an earlier batch: a class name, or None
+    (skipped). Stored like any answer (in the round it is given); the next round
+    trains on it."""
+    self._check_answer(index, label)
+    with self.lock:
+      if self.training:
+        raise Busy("the next batch is being chosen; change the answer once it is shown")
+      if index in self.batch:
+        raise LabelError(f"image {index} is in the current batch: answer it there")
+      if index not in self.store.all():
+        raise LabelError(f"image {index} has no earlier answer to change")
+      self.store.put(index, self.paths[index], label, self.loop.next_round)
+      return self.state()
 
   def undo(self) -> dict:
     """Removes the latest answer of the current batch; state["undone"] is its image."""
@@ -388,6 +406,16 @@ class LabelSession:
           self.workdir, rows, {"images": self.images.pool.root, "classes": list(self.classes),
                                "rounds": self.loop.next_round})
     return {"csv": csv_path, "json": json_path, "count": len(rows)}
+
+  def model_probs(self) -> np.ndarray | None:
+    """The latest model's class probabilities [N, C] for the whole pool; None before the
+    first round and while a round runs (the page shows them as each tile's guess)."""
+    if not self._loop_lock.acquire(blocking=False):
+      return None
+    try:
+      return None if self.loop.next_round == 0 else self.loop.predictions()[:len(self.paths)]
+    finally:
+      self._loop_lock.release()
 
   def predict(self) -> str:
     """Writes predictions.csv for every image without a label: the latest model's class

@@ -2,41 +2,103 @@
 // the page shows it, sends one request per answer (in order) and polls while a
 // round trains. window.alLatencies holds, per answer, the milliseconds from the key
 // press (or click) to the page showing the server's confirmation.
+//
+// The token comes from the page's own URL and goes in the X-Token header of every
+// request (in the URL for images): there is no cookie, which another web server on
+// this machine could read. When the server stops the page says so and retries; when
+// it answers again (label.py started again: same token, and the same port when free)
+// the page continues.
 "use strict";
 
+const TOKEN = new URLSearchParams(location.search).get("token") || "";
 let state = null;          // the last state from the server
 let cursor = 0;            // position in state.batch of the highlighted image
 let batchKey = "";         // the batch the grid was built for
 let queue = Promise.resolve();
 let inFlight = 0;
 let polling = null;
+let connection = "ok";     // "ok", "lost" (no answer) or "refused" (token not accepted)
+let retrying = null;
+let notice = null;         // a line shown under the status: {text, error}
+let serverStarted = null;  // when the server that answered last started
 window.alLatencies = [];
 
 const $ = (id) => document.getElementById(id);
 
+class Lost extends Error {}      // no answer: the server stopped or is restarting
+class Refused extends Error {}   // the server does not accept this page's token
+
 async function api(path, body) {
-  const init = body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"},
+  const headers = {"X-Token": TOKEN};
+  const init = body === undefined ? {headers} : {
+    method: "POST", headers: {...headers, "Content-Type": "application/json"},
     body: JSON.stringify(body)};
-  const response = await fetch(path, {...init, credentials: "same-origin", cache: "no-store"});
+  let response;
+  try {
+    response = await fetch(path, {...init, credentials: "omit", cache: "no-store"});
+  } catch (e) {
+    throw new Lost("the server does not answer");
+  }
   let data = {};
   try { data = await response.json(); } catch (e) { /* not JSON */ }
+  if (response.status === 403 && /token/.test(data.error || "")) throw new Refused(data.error);
   if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
   return data;
 }
 
-// Requests run one after another, in the order given.
+// Requests run one after another, in the order given; none is sent once the
+// connection is lost (the page shows the server's state again when it is back).
 function enqueue(work) {
   inFlight += 1;
-  queue = queue.then(work).catch((e) => showError(e.message)).finally(() => { inFlight -= 1; });
+  queue = queue.then(() => {
+    if (connection !== "ok") throw new Lost("the server does not answer");
+    return work();
+  }).catch(failed).finally(() => { inFlight -= 1; });
   return queue;
 }
 
+function failed(e) {
+  if (e instanceof Lost) lost();
+  else if (e instanceof Refused) refused();
+  else showError(e.message);
+}
+
 function showError(message) {
-  const status = $("status");
-  status.className = "error";
-  status.textContent = message;
+  notice = {text: message, error: true};
   refresh();
+}
+
+// The server stopped answering: answers not confirmed are shown open again, and the
+// page asks every 2 s until it answers.
+function lost() {
+  if (connection === "refused") return;
+  connection = "lost";
+  if (state) {
+    state.batch.forEach((b) => {
+      if (b.pending) { b.pending = false; b.answered = false; b.label = null; }
+    });
+  }
+  if (state) render();
+  else $("status").textContent = "The server does not answer: is label.py running?";
+  if (!retrying) retrying = setTimeout(reconnect, 2000);
+}
+
+function refused() {
+  connection = "refused";
+  render();
+}
+
+async function reconnect() {
+  retrying = null;
+  try {
+    const next = await api("/api/state");
+    connection = "ok";
+    batchKey = "";  // reload the images
+    setState(next);
+  } catch (e) {
+    if (e instanceof Refused) refused();
+    else retrying = setTimeout(reconnect, 2000);
+  }
 }
 
 function firstOpen(from) {
@@ -49,6 +111,11 @@ function firstOpen(from) {
 }
 
 function setState(next, opts = {}) {
+  if (serverStarted !== null && next.server_started !== serverStarted) {
+    notice = {text: "label.py was restarted; every label it had confirmed is kept. " +
+                    "Continue labeling.", error: false};
+  }
+  serverStarted = next.server_started;
   const newBatch = next.batch.map((b) => b.index).join(",") + "@" + next.round;
   if (newBatch !== batchKey) cursor = 0;
   state = next;
@@ -63,17 +130,24 @@ function setState(next, opts = {}) {
 }
 
 async function refresh() {
-  try { setState(await api("/api/state")); } catch (e) { /* shown next time */ }
+  try {
+    setState(await api("/api/state"));
+  } catch (e) {
+    if (e instanceof Lost || e instanceof Refused) failed(e);
+    else { notice = {text: e.message, error: true}; render(); }
+  }
 }
 
 async function poll() {
   polling = null;
+  if (connection !== "ok") return;
   if (inFlight === 0) await refresh();
   else if (state && state.training) polling = setTimeout(poll, 400);
 }
 
 function answer(label) {
-  if (!state || state.training || !state.batch[cursor]) return;
+  if (!state || state.training || connection !== "ok" || !state.batch[cursor]) return;
+  notice = null;
   const t0 = performance.now();
   const item = state.batch[cursor];
   item.answered = true; item.label = label; item.pending = true;
@@ -89,11 +163,69 @@ function answer(label) {
   });
 }
 
+// Enter: the current image is what the model guesses.
+function acceptGuess() {
+  const item = state && state.batch[cursor];
+  if (item && item.guess && !item.answered) answer(item.guess.label);
+}
+
 function undo() {
-  if (!state || state.training) return;
+  if (!state || state.training || connection !== "ok") return;
+  notice = null;
   enqueue(async () => {
     const next = await api("/api/undo", {});
     setState(next, next.undone === null ? {} : {cursorIndex: next.undone});
+  });
+}
+
+// ------------------------------------------------------------ earlier answers
+
+async function loadEarlier() {
+  if (!$("earlier").open || !state) return;
+  let data;
+  try { data = await api("/api/answers"); } catch (e) { failed(e); return; }
+  const box = $("earlier-list");
+  box.replaceChildren();
+  if (!data.answers.length) box.textContent = "No answers of earlier batches yet.";
+  for (const a of data.answers) {
+    const row = document.createElement("div");
+    row.className = "earlier";
+    row.dataset.index = a.index;
+    row.dataset.label = a.label === null ? "" : a.label;
+    const img = document.createElement("img");
+    img.alt = `image ${a.index}`;
+    img.loading = "lazy";
+    img.src = `/image/${a.index}?token=${encodeURIComponent(TOKEN)}`;
+    const select = document.createElement("select");
+    select.setAttribute("aria-label", `answer to image ${a.index}`);
+    for (const name of state.classes) select.append(new Option(name, name));
+    select.append(new Option("skipped", ""));
+    select.value = row.dataset.label;
+    select.disabled = state.training || connection !== "ok";
+    select.addEventListener("change", () => correct(row, select));
+    const when = document.createElement("span");
+    when.className = "note";
+    when.textContent = `round ${a.round + 1}`;
+    row.append(img, select, when);
+    box.append(row);
+  }
+}
+
+function correct(row, select) {
+  const index = Number(row.dataset.index);
+  const label = select.value === "" ? null : select.value;
+  row.classList.add("pending");
+  enqueue(async () => {
+    try {
+      const next = await api("/api/correct", {index, label});
+      row.dataset.label = select.value;
+      setState(next);
+    } catch (e) {
+      select.value = row.dataset.label;
+      throw e;
+    } finally {
+      row.classList.remove("pending");
+    }
   });
 }
 
@@ -107,7 +239,7 @@ async function exportLabels() {
   try {
     const out = await api("/api/export", {});
     $("exported").textContent = `Wrote ${out.count} rows to ${out.csv} and ${out.json}.`;
-  } catch (e) { showError(e.message); }
+  } catch (e) { failed(e); }
 }
 
 // ------------------------------------------------------------------------ drawing
@@ -115,18 +247,41 @@ async function exportLabels() {
 function buildGrid() {
   const grid = $("grid");
   grid.replaceChildren();
+  const heldOut = new Set(state.held_out_in_batch || []);
   state.batch.forEach((b, i) => {
     const tile = document.createElement("figure");
     tile.className = "tile";
     tile.dataset.index = b.index;
     const img = document.createElement("img");
-    img.src = `/image/${b.index}`;
     img.alt = `image ${b.index}`;
+    img.addEventListener("error", () => imageFailed(tile, b.index));
+    img.src = `/image/${b.index}?token=${encodeURIComponent(TOKEN)}`;
+    const problem = document.createElement("p");
+    problem.className = "problem";
     const caption = document.createElement("figcaption");
-    tile.append(img, caption);
+    tile.append(img, problem, caption);
+    if (heldOut.has(b.index)) {
+      tile.classList.add("held-out");
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = "held out";
+      tag.title = "Never trained on: it tests the model.";
+      tile.append(tag);
+    }
     tile.addEventListener("click", () => { cursor = i; render(); });
     grid.append(tile);
   });
+  grid.scrollTop = 0;  // a new batch opens at its first row
+}
+
+// An image that does not load: the server's reason (moved or changed file) on the tile.
+async function imageFailed(tile, index) {
+  tile.classList.add("broken");
+  let message = "This image cannot be shown.";
+  try { await api(`/image/${index}`); } catch (e) {
+    if (!(e instanceof Lost || e instanceof Refused)) message = e.message;
+  }
+  tile.querySelector(".problem").textContent = message;
 }
 
 function buildClasses() {
@@ -148,32 +303,47 @@ function buildClasses() {
 function render() {
   if (!state) return;
   const key = state.batch.map((b) => b.index).join(",") + "@" + state.round;
-  if (key !== batchKey) { batchKey = key; buildGrid(); }
+  if (key !== batchKey) { batchKey = key; buildGrid(); loadEarlier(); }
   buildClasses();
   const answered = state.batch.filter((b) => b.answered).length;
+  const p = state.progress;
   $("round").textContent = state.round + 1;
   $("in-batch").textContent = `${answered} / ${state.batch.length}`;
-  $("labeled").textContent = state.labeled;
-  $("skipped").textContent = state.skipped;
-  $("pool").textContent = state.pool;
+  $("labeled").textContent = p.labeled;
+  $("trained").textContent = p.trained;
+  $("held-out").textContent = p.held_out;
+  $("skipped").textContent = p.skipped;
+  $("unlabeled").textContent = p.unlabeled;
+  $("pool").textContent = p.pool;
   $("metric").textContent = state.metric;
+  $("where").textContent = `Every label is saved the moment it is given, in ` +
+      `${state.workdir}/labels.sqlite; the export writes labels.csv and labels.json there.`;
+  const waiting = state.training || connection !== "ok";
   const tiles = $("grid").children;
   state.batch.forEach((b, i) => {
     const tile = tiles[i];
-    tile.classList.toggle("current", i === cursor && !state.training);
+    tile.classList.toggle("current", i === cursor && !waiting);
     tile.classList.toggle("answered", b.answered);
     tile.classList.toggle("skipped", b.answered && b.label === null);
     tile.classList.toggle("pending", !!b.pending);
     tile.dataset.label = b.answered ? (b.label === null ? "" : b.label) : "";
     tile.dataset.answered = b.answered;
+    const guess = b.answered ? null : b.guess;  // the latest model's class, once there is one
+    tile.classList.toggle("guessed", !!guess);
+    tile.dataset.guess = guess ? guess.label : "";
     tile.querySelector("figcaption").textContent =
-        b.answered ? (b.label === null ? "skipped" : b.label) : "";
+        b.answered ? (b.label === null ? "skipped" : b.label) :
+        guess ? `guess: ${guess.label} ${Math.round(guess.probability * 100)}%` : "";
   });
+  const now = state.batch[cursor];
+  $("accept").hidden = !(now && now.guess);
+  $("accept").disabled = waiting || !now || !now.guess || now.answered;
   const current = tiles[cursor];
-  if (current && !state.training) current.scrollIntoView({block: "nearest"});
-  $("grid").classList.toggle("waiting", state.training);
+  if (current && !waiting) current.scrollIntoView({block: "nearest"});
+  $("grid").classList.toggle("waiting", waiting);
+  document.querySelectorAll("#earlier-list select").forEach((b) => { b.disabled = waiting; });
   document.querySelectorAll("aside button").forEach((b) => {
-    if (b.id !== "export") b.disabled = state.training;
+    b.disabled = b.id === "export" ? connection !== "ok" : waiting;
   });
   renderStatus();
   renderCurve();
@@ -182,15 +352,32 @@ function render() {
 
 function renderStatus() {
   const status = $("status");
-  status.dataset.training = state.training;
+  status.dataset.training = state.training && connection === "ok";
+  status.dataset.connection = connection;
   status.className = "";
   status.replaceChildren();
+  if (connection === "lost") {
+    status.className = "error";
+    status.textContent = "The server does not answer: label.py stopped or is restarting. " +
+        `Every label it confirmed is saved in ${state.workdir}/labels.sqlite. Start ` +
+        "label.py again with the same command: this page reconnects by itself (if it " +
+        "prints another address, open that one).";
+    return;
+  }
+  if (connection === "refused") {
+    status.className = "error";
+    status.textContent = "The server at this address does not accept this page's link " +
+        "(another label.py runs there now): open the URL that label.py printed last.";
+    return;
+  }
+  const p = state.progress;
   if (state.training) {
     const spin = document.createElement("span");
     spin.className = "spinner";
-    const last = state.last_round_s ? ` (the last round took ${state.last_round_s.toFixed(1)} s)` : "";
-    status.append(spin, `Training on ${state.labeled} labels and choosing the next batch… ` +
-                        `${state.training_s.toFixed(0)} s${last}`);
+    const last = state.last_round_s ? ` (the last round took ${state.last_round_s.toFixed(1)} s)`
+                                    : " (the first round also compiles the model)";
+    status.append(spin, `Training on ${p.trained} labels (${p.held_out} held out test it) ` +
+                        `and choosing the next batch… ${state.training_s.toFixed(0)} s${last}`);
   } else if (state.error) {
     status.className = "error";
     status.textContent = `The round failed: ${state.error}. Restart label.py to retry.`;
@@ -198,6 +385,12 @@ function renderStatus() {
     status.textContent = "Every image is labeled or skipped. Export, then stop the server.";
   } else {
     status.textContent = "Label the highlighted image; the next batch comes when this one is done.";
+  }
+  if (notice) {
+    const line = document.createElement("span");
+    line.className = notice.error ? "notice error" : "notice";
+    line.textContent = " " + notice.text;
+    status.append(line);
   }
 }
 
@@ -221,7 +414,7 @@ function renderCurve() {
   const curve = state.curve;
   const maxX = Math.max(1, ...curve.map((c) => c.num_labeled));
   const px = (c) => x0 + (c.num_labeled / maxX) * (x1 - x0 - 8);
-  box.append(svg("text", {x: x1 - 70, y: 166}, `labels (max ${maxX})`));
+  box.append(svg("text", {x: x1 - 110, y: 166}, `trained labels (max ${maxX})`));
   const line = (key, cls) => {
     const pts = curve.filter((c) => c[key] !== null && c[key] !== undefined);
     if (!pts.length) return;
@@ -270,11 +463,14 @@ document.addEventListener("keydown", (e) => {
     if (e.key === "z") { e.preventDefault(); undo(); }
     return;
   }
-  if (e.target instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
+  if (e.target instanceof HTMLSelectElement) return;  // changing an earlier answer
+  if ((e.target instanceof HTMLButtonElement || e.target.tagName === "SUMMARY") &&
+      (e.key === "Enter" || e.key === " ")) return;
   const key = e.key.toLowerCase();
   const k = state.keys.indexOf(key);
   if (k >= 0) { e.preventDefault(); answer(state.classes[k]); }
   else if (key === "0") { e.preventDefault(); answer(null); }
+  else if (e.key === "Enter") { e.preventDefault(); acceptGuess(); }
   else if (e.key === "Backspace") { e.preventDefault(); undo(); }
   else if (e.key === "ArrowRight") { e.preventDefault(); move(1); }
   else if (e.key === "ArrowLeft") { e.preventDefault(); move(-1); }
@@ -283,6 +479,8 @@ document.addEventListener("keydown", (e) => {
 document.addEventListener("DOMContentLoaded", () => {
   $("skip").addEventListener("click", () => answer(null));
   $("undo").addEventListener("click", undo);
+  $("accept").addEventListener("click", acceptGuess);
+  $("earlier").addEventListener("toggle", loadEarlier);
   $("export").addEventListener("click", exportLabels);
   refresh();
 });
