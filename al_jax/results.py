@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from al_jax import files
+
 Runs = dict[tuple[str, int], list[dict]]  # (metric, seed) -> the run's records by round
 
 
@@ -42,10 +44,8 @@ def round_record(*, round_index: int, metric: str, seed: int, dataset: str, prot
 
 def write_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file, so a reader never sees half."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with files.atomic_write(path) as f:
     f.write(text)
-  os.replace(tmp, path)
 
 
 def write_results(workdir: str, results: list[dict]) -> None:

@@ -9,14 +9,14 @@ stored without holding it in memory, `rows` (the pool can then be streamed,
 registered from a user's own script is found as a built-in one is.
 """
 
-import contextlib
 import dataclasses
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from al_jax.files import atomic_write  # noqa: F401  (re-exported)
 
 DATA_DIR_ENV = "AL_JAX_DATA_DIR"
 CACHE_DIR_ENV = "AL_JAX_CACHE_DIR"
@@ -331,23 +331,6 @@ def write_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
       np.savez(f, **arrays)
   except OSError:
     pass
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
-  """Opens a new temporary file beside `path` for writing; when the block ends without
-  an error it replaces `path` (os.replace, atomic), else it is deleted. A reader never
-  sees half a file, and concurrent writers never share a temporary file."""
-  path = os.fspath(path)
-  tmp = f"{path}.{secrets.token_hex(6)}.tmp"
-  try:
-    with open(tmp, mode.replace("w", "x"), **open_kwargs) as f:  # "x": a new file
-      yield f
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
 
 
 def one_line(error: BaseException) -> str:

@@ -7,7 +7,9 @@ import os
 
 from absl import logging
 import numpy as np
+from PIL import Image, ImageOps
 
+from al_jax import files
 from al_jax.datasets import base, image_files
 
 
@@ -56,3 +58,16 @@ def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFold
   paths = tuple(os.path.relpath(files[i], root).replace(os.sep, "/")
                 for i in arrays["kept"].tolist())
   return ImageFolder(root, arrays["images"], paths)
+
+
+def thumbnail(source: str, path: str, size: int) -> str:
+  """`path`, a JPEG at most size x size of the image file `source` (upright, RGB), made
+  on first use (atomically) and kept."""
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with Image.open(source) as img:
+      img = ImageOps.exif_transpose(img).convert("RGB")
+      img.thumbnail((size, size))
+      with files.atomic_write(path, "wb") as f:
+        img.save(f, "JPEG", quality=90)
+  return path

@@ -36,6 +36,7 @@ from PIL import Image
 from waitress import create_server
 from werkzeug import exceptions
 
+from al_jax import files
 from al_jax.labeling import session as session_lib
 
 MAX_BODY = 4096
@@ -281,10 +282,8 @@ def _last_address(workdir: str) -> dict:
 def _save_address(workdir: str, token: str, port: int) -> None:
   """Writes workdir/server.json, readable by its owner only."""
   path = os.path.join(workdir, ADDRESS_FILE)
-  fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
+  with files.atomic_write(path, private=True, encoding="utf-8") as f:
     json.dump({"token": token, "port": port}, f)
-  os.replace(path + ".tmp", path)
 
 
 def serve(session: session_lib.LabelSession, *, host: str = "127.0.0.1", port: int = 0,

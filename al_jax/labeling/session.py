@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from PIL import Image, ImageOps
 
 from al_jax import datasets, experiment, results, training
 from al_jax.config import Config, ConfigError
@@ -383,18 +382,9 @@ class LabelSession:
     """The path of image `index`'s JPEG thumbnail, made on first use and cached."""
     if not 0 <= index < len(self.paths):
       raise KeyError(index)
-    folder = os.path.join(self.workdir, "thumbnails")
-    path = os.path.join(folder, f"{index}.jpg")
-    if not os.path.exists(path):
-      os.makedirs(folder, exist_ok=True)
-      source = os.path.join(self.images.pool.root, *self.paths[index].split("/"))
-      with Image.open(source) as img:
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        tmp = f"{path}.{threading.get_ident()}.tmp"
-        img.save(tmp, "JPEG", quality=90)
-      os.replace(tmp, path)
-    return path
+    source = os.path.join(self.images.pool.root, *self.paths[index].split("/"))
+    return images_lib.thumbnail(source, os.path.join(self.workdir, "thumbnails",
+                                                     f"{index}.jpg"), THUMBNAIL_SIZE)
 
   # ------------------------------------------------------------------------ outputs
 

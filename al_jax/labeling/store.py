@@ -16,6 +16,8 @@ import os
 import sqlite3
 import threading
 
+from al_jax import files
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (
@@ -119,7 +121,8 @@ def write_exports(workdir: str, rows: list[dict], header: dict) -> tuple[str, st
   paths = (os.path.join(workdir, "labels.csv"), os.path.join(workdir, "labels.json"))
   for path, content in zip(paths, (text.getvalue(),
                                    json.dumps({**header, "labels": rows}, indent=1) + "\n")):
-    _write_atomic(path, content)
+    with files.atomic_write(path, newline="") as f:
+      f.write(content)
   return paths
 
 
@@ -130,11 +133,6 @@ def write_predictions(workdir: str, rows: list[dict]) -> str:
   writer.writeheader()
   writer.writerows(rows)
   path = os.path.join(workdir, "predictions.csv")
-  _write_atomic(path, text.getvalue())
+  with files.atomic_write(path, newline="") as f:
+    f.write(text.getvalue())
   return path
-
-
-def _write_atomic(path: str, content: str) -> None:
-  with open(path + ".tmp", "w", newline="") as f:
-    f.write(content)
-  os.replace(path + ".tmp", path)
