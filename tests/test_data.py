@@ -31,7 +31,7 @@ SAMPLE_FRUITS_TRAIN, SAMPLE_FRUITS_TEST = 25, 10  # Images per category.
 SAMPLE_FOLDER_LABELS = [0, 3, 8, 4, 6, 5, 9, 2, 7, 1]
 
 FULL_DATA = os.environ.get(datasets.DATA_DIR_ENV)
-full_data = pytest.mark.full_data
+full_data = lambda test: pytest.mark.slow(pytest.mark.full_data(test))  # the whole data sets
 needs_full_data = pytest.mark.skipif(
     not FULL_DATA, reason=f"set {datasets.DATA_DIR_ENV} to the folder holding mnist/, "
     "fashion_mnist/ and fruits360/ to run the full-data tests")

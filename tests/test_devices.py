@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses on 8 forced devices and 2 processes
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RUN_PY = os.path.join(ROOT, "experiments", "run.py")

@@ -570,6 +570,7 @@ def _cli(*args):
                         cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_bad_input_from_a_real_process(tmp_path):
   out = _cli("--data_dir=sample", "--metric=margin", f"--workdir={tmp_path}")
   assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -581,6 +582,7 @@ def test_bad_input_from_a_real_process(tmp_path):
     ["--metric=least_confidence"],
     ["--metric=batchbald,stochastic_bald,coreset,badge", "--mc_samples=4"],
     ["--metric=bald,badge", "--ensemble_size=2"]], ids=["paper", "joint", "ensemble"])
+@pytest.mark.slow
 def test_kill_9_mid_round_then_resume(tmp_path, strategy_flags):
   flags = ["--dataset=mnist", "--data_dir=sample", "--seed=0", *strategy_flags,
            "--initial_size=20", "--query_size=20", "--rounds=4", "--epochs_per_round=6",

@@ -518,6 +518,7 @@ def test_kill_9_mid_batch_and_mid_round_loses_and_repeats_nothing(tmp_path):
   assert len(exported) == len(batch) and {r["round"] for r in exported} == {"0"}
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_from_a_real_process(tmp_path):
   for flags, message in (
       (["--images=sample", f"--workdir={tmp_path}"], "error: name at least 2 classes"),
@@ -594,6 +595,7 @@ return {round: document.getElementById('round').textContent,
 """
 
 
+@pytest.mark.slow
 def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.keys import Keys

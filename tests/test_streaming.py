@@ -91,6 +91,7 @@ def test_labeled_order_over_rows_is_the_whole_pools_order():
   np.testing.assert_array_equal(rows[positions], whole)
 
 
+@pytest.mark.slow
 def test_streamed_job_equals_in_memory_and_resumes_after_kill_9(tmp_path, npy_dir):
   """Through run.py: --dataset=npy streams (auto) and selects and scores exactly what
   the same job with the pool in memory does, for a paper scorer and a Bayesian one
@@ -203,6 +204,7 @@ def test_bad_npy_folder_is_one_line(tmp_path, change, message):
   assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_bad_npy_folder_from_run_py_is_one_error_line(tmp_path):
   _write_npy(tmp_path / "d", **{**_GOOD, "pool_labels": np.arange(49) % 3})
   out = _cli("--dataset=npy", f"--data_dir={tmp_path / 'd'}", f"--workdir={tmp_path / 'w'}")
@@ -228,6 +230,7 @@ def test_what_needs_the_whole_pool_is_refused_when_streaming(change, message):
     Config(**{"dataset": "npy", **change, "stream_pool": "false"})
 
 
+@pytest.mark.slow
 def test_two_processes_stream_their_own_rows_and_equal_one(tmp_path, npy_dir):
   """2 processes x 2 CPU devices on 127.0.0.1: each reads and scores only its half of
   the pool's chunks, the top-k lists are merged with a collective, and the job equals
