@@ -21,7 +21,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from al_jax import strategies as strategy_lib
-from al_jax.strategies.base import SECOND_STREAM, Acquisition, Selection  # noqa: F401
+from al_jax.strategies.base import Acquisition, Selection  # noqa: F401
 from al_jax.strategies.uncertainty import TopK
 
 make = strategy_lib.make

@@ -34,10 +34,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from al_jax import bayesian
+from al_jax import bayesian, rng
 
 _HIGHEST = lax.Precision.HIGHEST
-RESAMPLE = 2**31 - 1  # fold_in data of the key that draws configurations from the exact list
 
 
 def _as_float(x: ArrayLike) -> jax.Array:
@@ -178,7 +177,7 @@ def joint_entropy(log_probs: ArrayLike, *, num_samples: int | None = None,
       post, log_p = _extend_exact(post, log_p, probs[:, i])
     else:
       if i == 0:
-        post, log_p = _resample(post, log_p, num_samples, jax.random.fold_in(key, RESAMPLE))
+        post, log_p = _resample(post, log_p, num_samples, jax.random.fold_in(key, rng.RESAMPLE))
       post, log_p = _extend_sampled(post, log_p, probs[:, i], jax.random.fold_in(key, i))
   weights = jnp.exp(log_p) if num_samples is None else jnp.full_like(log_p, 1 / num_samples)
   return _set_entropy(log_p, weights)
@@ -232,7 +231,7 @@ def batchbald(log_probs: ArrayLike, k: int, *, key: jax.Array, num_samples: int 
     if c ** (step + 1) <= num_samples:
       post, log_p = _extend_exact(post, log_p, point)
     else:  # switch to num_samples configurations drawn from the exact list
-      post, log_p = _resample(post, log_p, num_samples, jax.random.fold_in(key, RESAMPLE))
+      post, log_p = _resample(post, log_p, num_samples, jax.random.fold_in(key, rng.RESAMPLE))
       post, log_p = _extend_sampled(post, log_p, point, jax.random.fold_in(key, step))
   indices, scores = jnp.stack(indices), jnp.stack(scores)
   if num_exact == k:

@@ -76,7 +76,7 @@ def benchmark(dataset: str = "mnist", *, repeats: int = 5, pool_size: int = 2000
   batch_size = specs.get(dataset).batch_size
   shape = specs.get(dataset).image_shape(32)
   state = _state(dataset, dtype)
-  pool_size = -(-pool_size // chunk_size) * chunk_size
+  pool_size = training.round_up(pool_size, chunk_size)
   images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
   labels = jax.random.randint(jax.random.key(2), (pool_size,), 0, 10)
   mask = jnp.arange(pool_size) < labeled
@@ -208,7 +208,7 @@ def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: i
   spec = specs.get(dataset)
   state = _state(dataset)
   shape = spec.image_shape(32)
-  pool_size = -(-pool_size // chunk_size) * chunk_size
+  pool_size = training.round_up(pool_size, chunk_size)
   images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
   available = jnp.arange(pool_size) >= labeled
   key = jax.random.key(2)

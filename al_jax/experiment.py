@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from al_jax import (acquisition, datasets, protocols, results, scoring, sharding, strategies,
+from al_jax import (acquisition, datasets, results, rng, scoring, sharding, strategies,
                     streaming, training)
 from al_jax import workdir as workdir_lib
 from al_jax.checkpointing import Checkpointer
@@ -95,7 +95,7 @@ def prepare_data(config: Config) -> PreparedData:
                                 test_fraction=config.test_fraction),
                    config.pool_size, config.test_size)
   num_pool = len(dataset.train_labels)
-  padded = -(-num_pool // config.chunk_size) * config.chunk_size
+  padded = training.round_up(num_pool, config.chunk_size)
   logging.info("%s from %s: %d pool images%s, %d test images, %d classes, images %s",
                config.dataset, dataset.source, num_pool,
                " (streamed from the host each round)" if config.streams_pool else "",
@@ -124,7 +124,7 @@ def in_memory_data(pool: dict[str, np.ndarray], test: dict[str, np.ndarray],
   that may be trained on or chosen; default all)}; test: {"images" [M, H, W, C],
   "labels" [M], optional "valid" [M] (those evaluated on)}."""
   num_pool = len(pool["images"])
-  pad = -(-num_pool // chunk_size) * chunk_size - num_pool
+  pad = training.round_up(num_pool, chunk_size) - num_pool
   padded = lambda x: np.concatenate([np.asarray(x), np.zeros((pad, *np.shape(x)[1:]),
                                                              np.asarray(x).dtype)])
   valid = pool.get("valid", np.ones(num_pool, bool))
@@ -322,7 +322,7 @@ class RoundLoop:
       strategy = dataclasses.replace(strategy, k=max(1, int(np.sum(available))))
     mask = np.zeros(images.shape[0], bool)
     mask[:self.data.num_pool] = available
-    key = protocols.stream_key(jax.random.key(seed), protocols.QUERY, self.next_round)
+    key = rng.stream_key(jax.random.key(seed), rng.QUERY, self.next_round)
     selection = jax.jit(strategy)(self.model(run), images, jnp.asarray(mask), key,
                                   self._carry["labeled"][run])
     return acquisition.Selection(*map(np.asarray, selection)), every_image

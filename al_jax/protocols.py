@@ -35,17 +35,9 @@ from jax import lax
 
 from al_jax import acquisition, cold_start, models, scoring, specs, training
 from al_jax.config import Config
+from al_jax.rng import HOLDOUT, INIT, INITIAL_SET, QUERY, TRAIN, stream_key
 
 STOP_SET_SIZE = 2000  # pool images whose predictions pool_changed compares, at most
-
-# Streams of randomness, each folded into the root key of a run (its seed).
-INIT, TRAIN, QUERY, INITIAL_SET, HOLDOUT = range(5)
-
-
-def stream_key(seed_key: jax.Array, stream: int, step: int | jax.Array) -> jax.Array:
-  """The key for `stream` at round/epoch `step`: fold_in(fold_in(root, stream), step)."""
-  return jax.random.fold_in(jax.random.fold_in(seed_key, stream), step)
-
 
 def initial_labeled(labels: np.ndarray, valid: np.ndarray, size: int, seed_key: jax.Array,
                     class_balanced: bool) -> np.ndarray:
@@ -71,7 +63,7 @@ def initial_labeled(labels: np.ndarray, valid: np.ndarray, size: int, seed_key: 
 
 def stop_set_size(pool_rows: int, chunk_size: int) -> int:
   """Images in the stop set: STOP_SET_SIZE rounded up to whole chunks, at most the pool."""
-  return min(pool_rows, -(-STOP_SET_SIZE // chunk_size) * chunk_size)
+  return min(pool_rows, training.round_up(STOP_SET_SIZE, chunk_size))
 
 
 def prediction_change(before: training.TrainState, after: training.TrainState,

@@ -211,6 +211,12 @@ def pool_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_sam
   return jnp.swapaxes(per_image, 0, 1)
 
 
+def pool_embeddings(state: TrainState, images: jax.Array, kind: str, *, chunk_size: int
+                    ) -> jax.Array:
+  """`embeddings` of every pool image, chunk by chunk.  [N, H, W, C] -> [N, E]."""
+  return map_pool(lambda chunk, _: embeddings(state, chunk, kind), images, chunk_size=chunk_size)
+
+
 def embeddings(state: TrainState, images: jax.Array, kind: str) -> jax.Array:
   """Per-image embeddings in inference mode.  images: [B, H, W, C] -> [B, E].
 

@@ -14,7 +14,6 @@ mesh code runs unchanged, each host feeding its addressable shard of the pool.
 """
 
 import dataclasses
-import math
 import os
 from typing import Any
 
@@ -25,6 +24,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from al_jax.config import ConfigError
+from al_jax import training
 from al_jax.training import DATA_AXIS
 
 AXIS = DATA_AXIS
@@ -111,7 +111,7 @@ def plan(num_runs: int, devices: int = 0, split_training: bool = False) -> Layou
   groups = min(num_runs, devices)
   per_group = devices // groups
   grid = np.array(available[:groups * per_group]).reshape(groups, per_group)
-  return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, math.ceil(num_runs / groups) * groups,
+  return Layout(Mesh(grid, (RUNS, AXIS)), num_runs, training.round_up(num_runs, groups),
                 split_training and per_group > 1)
 
 

@@ -36,7 +36,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from al_jax import acquisition, protocols, scoring, sharding, training
+from al_jax import acquisition, protocols, rng, scoring, sharding, training
 from al_jax.round_program import RoundProgram, pad_rows
 
 
@@ -136,7 +136,7 @@ class Scorer:
     indices = start + jnp.arange(slab.shape[0], dtype=jnp.int32)
 
     def one(state, labeled_rows, run, best):
-      key = protocols.stream_key(jax.random.wrap_key_data(run["key"]), protocols.QUERY, r)
+      key = rng.stream_key(jax.random.wrap_key_data(run["key"]), rng.QUERY, r)
       score = chunk_scorer(self.protocol.strategies, run["metric"], state, key)
       at = jnp.minimum(jnp.searchsorted(labeled_rows, indices), labeled_rows.shape[0] - 1)
       available = (indices < stop) & (labeled_rows[at] != indices)

@@ -304,10 +304,15 @@ def _fit_early_stopping(state, epoch, epochs, steps, images, labels, held_out,
   return state, sums, done, jnp.where(use_best, best_loss, jnp.nan)
 
 
+def round_up(n: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` that is at least n."""
+  return -(-n // multiple) * multiple
+
+
 def pad_to_multiple(x: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
   """Pads axis 0 to a multiple of `multiple`.  x: [N, ...] -> ([M, ...], mask [M])."""
   n = x.shape[0]
-  padded = -(-n // multiple) * multiple
+  padded = round_up(n, multiple)
   pad = [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)
   return jnp.pad(x, pad), jnp.arange(padded) < n
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from al_jax import cold_start, experiment, protocols
+from al_jax import cold_start, experiment, rng
 from al_jax.config import Config, ConfigError
 
 
@@ -63,7 +63,7 @@ def test_cold_start_in_the_loop(tmp_path):
                   chunk_size=200, eval_batch_size=100, initial_selection="kmeans")
   data = experiment.prepare_data(config)
   (records,) = experiment.run(config, str(tmp_path), data=data).values()
-  key = protocols.stream_key(jax.random.key(0), protocols.INITIAL_SET, 0)
+  key = rng.stream_key(jax.random.key(0), rng.INITIAL_SET, 0)
   picks = cold_start.select_initial(data.pool["images"], data.pool["valid"], 10, key,
                                     kind="kmeans")
   assert sorted(records[0]["initial_labeled"]) == sorted(np.asarray(picks).tolist())

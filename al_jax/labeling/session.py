@@ -145,7 +145,7 @@ class LabelSession:
     if settings.initial_size + settings.validation_size > num:
       raise LabelError(f"--initial_size={settings.initial_size} + --validation_size="
                        f"{settings.validation_size} exceed the {num} images; lower them")
-    chunk = min(1000, -(-num // 8) * 8)
+    chunk = min(1000, training.round_up(num, 8))
     try:  # checked before the workdir records anything
       self.config = Config(
           dataset="folder", metrics=(settings.metric,), seeds=(settings.seed,),

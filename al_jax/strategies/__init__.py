@@ -15,7 +15,7 @@ from al_jax.strategies import stochastic  # noqa: F401
 from al_jax.strategies import coreset  # noqa: F401
 from al_jax.strategies import badge  # noqa: F401
 from al_jax.strategies import typiclust  # noqa: F401
-from al_jax.strategies.base import (NEEDS, SECOND_STREAM, Acquisition, NoOptions,  # noqa: F401
+from al_jax.strategies.base import (NEEDS, Acquisition, NoOptions,  # noqa: F401
                                     Selection, Strategy, check_positive, get, make, names,
                                     option_defaults, option_help, options_of, register,
                                     resolved_options, streams, unregister)

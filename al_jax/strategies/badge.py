@@ -16,8 +16,7 @@ class Badge:
   chunk_size: int = 1000
 
   def __call__(self, state, images, available, key, labeled=None) -> base.Selection:
-    features = scoring.map_pool(lambda chunk, _: scoring.embeddings(state, chunk, "gradient"),
-                                images, chunk_size=self.chunk_size)
+    features = scoring.pool_embeddings(state, images, "gradient", chunk_size=self.chunk_size)
     indices = batch_acquisition.kmeans_pp(features, available, self.k, key)
     return base.picked(indices, jnp.zeros((self.k,), jnp.float32))
 

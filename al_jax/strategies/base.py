@@ -35,9 +35,6 @@ import jax
 import jax.numpy as jnp
 
 NEEDS = ("probabilities", "samples", "embeddings")
-# fold_in data of the key of a strategy's second random stream (BatchBALD's sampled
-# configurations, the stochastic draw), apart from the scores' fold_in(key, pass or image).
-SECOND_STREAM = 2**31 - 2
 
 
 class Selection(NamedTuple):

@@ -10,7 +10,7 @@ import dataclasses
 
 import jax
 
-from al_jax import batch_acquisition, scoring
+from al_jax import batch_acquisition, rng, scoring
 from al_jax.strategies import base
 from al_jax.strategies.sampled import SampleOptions
 
@@ -37,7 +37,7 @@ class BatchBALD:
   def __call__(self, state, images, available, key, labeled=None) -> base.Selection:
     log_probs = scoring.pool_log_probs(state, images, key, self.num_samples,
                                        chunk_size=self.chunk_size)
-    config_key = jax.random.fold_in(key, base.SECOND_STREAM)
+    config_key = jax.random.fold_in(key, rng.SECOND_STREAM)
     return base.picked(*batch_acquisition.batchbald(log_probs, self.k, key=config_key,
                                                     num_samples=self.num_configs,
                                                     available=available))

@@ -19,8 +19,7 @@ class CoreSet:
     if labeled is None:
       raise ValueError("coreset needs the labeled mask: strategy(state, images, available, "
                        "key, labeled)")
-    features = scoring.map_pool(lambda chunk, _: scoring.embeddings(state, chunk, "penultimate"),
-                                images, chunk_size=self.chunk_size)
+    features = scoring.pool_embeddings(state, images, "penultimate", chunk_size=self.chunk_size)
     indices = batch_acquisition.coreset(features, labeled, available, self.k)
     return base.picked(indices, jnp.zeros((self.k,), jnp.float32))
 

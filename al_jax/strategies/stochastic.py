@@ -9,7 +9,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from al_jax import batch_acquisition, bayesian, metrics, scoring
+from al_jax import batch_acquisition, bayesian, metrics, rng, scoring
 from al_jax.strategies import base
 from al_jax.strategies.sampled import SampleOptions, sampled_scores
 
@@ -52,7 +52,7 @@ class StochasticBatch:
       scores = scoring.map_pool(
           lambda chunk, _: sampled_scores(self.name, state, chunk, key, self.num_samples),
           images, chunk_size=self.chunk_size)
-    draw_key = jax.random.fold_in(key, base.SECOND_STREAM)
+    draw_key = jax.random.fold_in(key, rng.SECOND_STREAM)
     indices = batch_acquisition.stochastic_batch(scores, self.k, draw_key, mode=self.mode,
                                                  beta=self.beta, available=available)
     return base.picked(indices, scores[jnp.maximum(indices, 0)])

@@ -140,8 +140,7 @@ class TypiClust:
   def __call__(self, state, images, available, key, labeled=None) -> base.Selection:
     if labeled is None:
       labeled = jnp.zeros_like(available)
-    features = scoring.map_pool(lambda chunk, _: scoring.embeddings(state, chunk, "penultimate"),
-                                images, chunk_size=self.chunk_size)
+    features = scoring.pool_embeddings(state, images, "penultimate", chunk_size=self.chunk_size)
     return select(features, labeled, available, self.k, key, neighbors=self.neighbors,
                   chunk_size=self.chunk_size)
 
