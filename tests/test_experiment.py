@@ -335,10 +335,10 @@ def test_a_workdir_with_flat_strategy_options_resumes(tmp_path):
   old = {k: v for k, v in config.to_dict().items() if k != "strategy_options"}
   old.update(mc_samples=4, batch_configs=1000, stochastic_mode="power", stochastic_beta=1.0)
   (tmp_path / "config.json").write_text(json.dumps(old))
-  experiment.check_workdir(config, str(tmp_path), overwrite=False)  # resumes
+  workdir_lib.check_workdir(config, str(tmp_path), overwrite=False)  # resumes
   (tmp_path / "config.json").write_text(json.dumps(old))
   with pytest.raises(ConfigError, match="another configuration.*strategy_options"):
-    experiment.check_workdir(dataclasses.replace(config, strategy_options={}),
+    workdir_lib.check_workdir(dataclasses.replace(config, strategy_options={}),
                              str(tmp_path), overwrite=False)
 
 
@@ -376,9 +376,8 @@ def test_a_strategy_registered_by_a_user_runs_and_resumes(tmp_path, sample,
   labeled = set(runs[("lowest_index", 0)][0]["initial_labeled"])
   first = runs[("lowest_index", 0)][0]["selected"]
   assert first == [i for i in range(0, sample.num_pool, 5) if i not in labeled][:20]
-  interrupt_after(1)
   with pytest.raises(Interrupted):
-    experiment.run(config, str(tmp_path / "b"), data=sample)
+    experiment.run(config, str(tmp_path / "b"), data=sample, on_round=interrupt_after(1))
   resumed = experiment.run(config, str(tmp_path / "b"), data=sample)
   for run, records in runs.items():
     assert _strip_timing(resumed[run]) == _strip_timing(records)
