@@ -25,6 +25,7 @@ def model_and_pool(request):
 MNIST_ONLY = pytest.mark.parametrize("model_and_pool", ["mnist"], indirect=True)
 
 
+@pytest.mark.slow
 def test_mc_passes_agree_across_chunks_and_equal_the_full_network(model_and_pool):
   state, pool = model_and_pool
   key = jax.random.key(3)
@@ -106,6 +107,7 @@ def _single(model_and_pool):
   return state, pool, jnp.arange(120) % 3 != 0, jax.random.key(6)
 
 
+@pytest.mark.slow
 @MNIST_ONLY
 def test_batchbald_of_one_is_balds_top_1(model_and_pool):
   state, pool, available, key = _single(model_and_pool)
@@ -196,6 +198,7 @@ def test_badge_embeddings_are_last_layer_gradients(model_and_pool):
   assert np.all(np.asarray(available)[np.asarray(selection.indices)])
 
 
+@pytest.mark.slow
 @MNIST_ONLY
 def test_choose_switches_between_joint_strategies(model_and_pool):
   state, pool, available, key = _single(model_and_pool)
@@ -245,6 +248,7 @@ def test_ensemble_members_are_models_from_their_own_keys(ensemble):
   np.testing.assert_array_equal(selection.indices, expected)
 
 
+@pytest.mark.slow
 def test_ensemble_fit_equals_members_fitted_alone(ensemble):
   model, tx, state, pool = ensemble
   labels = jnp.arange(80) % 10

@@ -56,6 +56,7 @@ def test_config_checks_the_option():
     Config(initial_selection="kmeans", class_balanced_init=True)
 
 
+@pytest.mark.slow
 def test_cold_start_in_the_loop(tmp_path):
   """The run's initial labels are the selector's picks on the pool."""
   config = Config(dataset="mnist", data_dir="sample", metrics=("random",), initial_size=10,

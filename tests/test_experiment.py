@@ -150,6 +150,7 @@ def test_round_step_traced_once_over_many_rounds(tmp_path, sample, monkeypatch, 
   assert compiled[ROUND_STEP] == 1
 
 
+@pytest.mark.slow
 def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
   """MC-dropout BALD and variation ratios next to entropy in one job, resumable like all."""
   config = dataclasses.replace(SMALL, metrics=("bald", "variation_ratios", "entropy"),
@@ -173,6 +174,7 @@ def test_bayesian_strategies_in_the_loop(tmp_path, sample, interrupt_after):
     assert _strip_timing(resumed[run]) == _strip_timing(records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metrics,ensemble_size", [
     (("batchbald", "stochastic_bald", "coreset", "badge"), 1),
     (("bald", "entropy", "coreset"), 3)])
@@ -196,6 +198,7 @@ def test_joint_strategies_and_ensembles_in_the_loop(tmp_path, sample, metrics, e
   assert _strip_timing(again[(metrics[-1], 0)]) == _strip_timing(runs[(metrics[-1], 0)])
 
 
+@pytest.mark.slow
 def test_reselect_smoke(tmp_path, sample):
   config = dataclasses.replace(SMALL, protocol="reselect", metrics=("least_confidence",),
                                epochs=2, select_batches=3)
@@ -204,6 +207,7 @@ def test_reselect_smoke(tmp_path, sample):
   assert all(r["num_labeled"] == 96 and len(set(r["selected"])) == 96 for r in results)
 
 
+@pytest.mark.slow
 def test_runs_together_equal_runs_alone(reference_grid, reference, sample, tmp_path):
   runs, workdir = reference_grid
   assert set(runs) == {(m, s) for m in GRID.metrics for s in GRID.seeds}
@@ -214,6 +218,7 @@ def test_runs_together_equal_runs_alone(reference_grid, reference, sample, tmp_p
   assert _strip_timing(alone) == _strip_timing(runs[("random", 1)])
 
 
+@pytest.mark.slow
 def test_vmapped_runs_equal_sequential_runs(reference_grid, sample, tmp_path):
   """vmap and lax.map agree: same selections, metrics up to float rounding."""
   runs, _ = reference_grid
@@ -250,6 +255,7 @@ def test_resume_equals_uninterrupted(tmp_path, reference, sample, interrupt_afte
   assert _strip_timing(results_lib.read_results(str(tmp_path))) == _strip_timing(reference[0])
 
 
+@pytest.mark.slow
 def test_resume_across_a_change_of_run_layout(tmp_path, reference_grid, sample,
                                               interrupt_after):
   with pytest.raises(Interrupted):
@@ -264,6 +270,7 @@ def test_resume_across_a_change_of_run_layout(tmp_path, reference_grid, sample,
                                [r["test_accuracy"] for r in uninterrupted], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_keep_training_resume_equals_uninterrupted(tmp_path, sample, interrupt_after):
   config = dataclasses.replace(SMALL, keep_training=True, metrics=("smallest_margin",))
   whole = _one(experiment.run(config, str(tmp_path / "whole"), data=sample))
@@ -274,6 +281,7 @@ def test_keep_training_resume_equals_uninterrupted(tmp_path, sample, interrupt_a
   assert _strip_timing(resumed) == _strip_timing(whole)
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused(tmp_path, sample, interrupt_after):
   with pytest.raises(Interrupted):
     experiment.run(SMALL, str(tmp_path), data=sample, on_round=interrupt_after(1))
@@ -365,6 +373,7 @@ class _LowestIndex:
                                  jnp.where(top > -n, top, -jnp.inf))
 
 
+@pytest.mark.slow
 def test_a_strategy_registered_by_a_user_runs_and_resumes(tmp_path, sample,
                                                           interrupt_after, lowest_index):
   """register() from outside the package: Config, the round loop, resume, the plot
@@ -388,6 +397,7 @@ def test_a_strategy_registered_by_a_user_runs_and_resumes(tmp_path, sample,
     dataclasses.replace(config, strategy_options={"stride": 0})
 
 
+@pytest.mark.slow
 def test_early_stopping_in_the_loop(tmp_path, sample, monkeypatch):
   """Held-out labels count in the budget but are not trained on; one compiled round
   step serves every round; the records say how many steps were taken."""
@@ -432,6 +442,7 @@ def test_damaged_checkpoint_falls_back_to_previous(tmp_path, reference, sample, 
   assert _strip_timing(resumed) == _strip_timing(reference[0])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_one_line_and_keeps_earlier_rounds(tmp_path, sample):
   config = dataclasses.replace(SMALL, learning_rate=1000.0)  # diverges in round 1
   with pytest.raises(FloatingPointError, match=r"^non-finite training loss in round 1 "
@@ -455,6 +466,7 @@ def test_initial_sets_random_and_class_balanced():
   assert np.array_equal(plain, protocols.initial_labeled(labels, valid, 10, key, False))
 
 
+@pytest.mark.slow
 def test_prediction_change_counts_valid_images_whose_class_changed():
   """Against argmax worked out image by image: a model against itself changes nothing;
   two inits disagree on some images; padding never counts."""
@@ -612,6 +624,7 @@ def _job_results(workdir):
           for path in sorted(workdir.rglob("results.jsonl"))}
 
 
+@pytest.mark.slow
 def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
   """DIR/train/<class>/ of real photos (from the shipped sample), no test/: run.py makes
   the seeded split, picks the colour model, and writes results that say where from."""
@@ -640,6 +653,7 @@ def test_a_folder_of_own_images_through_run_py(tmp_path, caplog):
   assert len(results[0]["per_class_accuracy"]) == 3
 
 
+@pytest.mark.slow
 def test_a_tfds_data_set_through_run_py(tmp_path, caplog, monkeypatch):
   """--dataset=tfds:cifar10 on TFDS's mock data (no network, no TensorFlow): the colour
   model, the label names, and results and the start line that say data_source tfds."""

@@ -103,6 +103,7 @@ def _wait_trained(s, timeout=180):
   assert not s.state()["training"] and s.error is None, s.error
 
 
+@pytest.mark.slow
 def test_a_round_trains_on_the_answers_and_queries_the_next_batch(labeling):
   s, images = labeling, labeling.images
   assert images.simulation and len(images.classes) == 10 and images.test[0].shape[0] == 100
@@ -160,6 +161,7 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
     session.LabelSession(fewer, workdir, SMALL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["entropy", "coreset", "badge", "batchbald"])
 def test_predict_ranks_every_image_or_the_next_joint_batch(tmp_path, metric):
   """What `label.py --predict` does (`reopen(workdir).predict()`) after one round: a row
@@ -490,6 +492,7 @@ def _rows(workdir):
   return rows
 
 
+@pytest.mark.slow
 def test_kill_9_mid_batch_and_mid_round_loses_and_repeats_nothing(tmp_path):
   workdir = str(tmp_path / "work")
   first = Server(workdir, tmp_path)

@@ -108,6 +108,7 @@ def test_fit_uses_only_the_labeled_images():
   assert int(a.step) == 2 * 2  # 100 labeled, batch 64: 2 steps per epoch
 
 
+@pytest.mark.slow
 def test_min_steps_adds_whole_epochs_for_small_labeled_sets():
   """One compiled fit: 20 labeled is 1 step per epoch, so 12 epochs reach 12 steps;
   300 labeled is 5 steps per epoch, so 3 whole epochs (15 steps)."""
@@ -129,6 +130,7 @@ def _held_out_loss(state, images, labels, held_out):
   return float(training.evaluate(state, images[idx], labels[idx])["test_loss"])
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_check_and_stops_after_patience():
   """Against plain fits of 2, 4, 6, ... epochs (the same trajectory, epoch e from
   fold_in(key, e)): the held-out loss at every check, the rule applied by hand."""
@@ -160,6 +162,7 @@ def test_early_stopping_keeps_the_best_check_and_stops_after_patience():
   chex.assert_trees_all_close(stopped.params, best.params, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_early_stopping_on_labeled_rows_equals_the_whole_pool():
   """A streamed pool trains on the labeled rows only (`rows`): same batches, same
   held-out images, same stopping as with the whole pool in memory."""
@@ -180,6 +183,7 @@ def test_early_stopping_on_labeled_rows_equals_the_whole_pool():
   chex.assert_trees_all_close(whole.params, part.params, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_early_stopping_without_held_out_labels_is_plain_training():
   images, labels = _images(100), jnp.arange(100) % 10
   mask, holdout = jnp.arange(100) < 40, jnp.arange(100) >= 40  # none of the labeled

@@ -14,6 +14,7 @@ def test_the_readme_has_python_blocks():
   assert len(BLOCKS) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index):
   exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})

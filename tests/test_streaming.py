@@ -119,6 +119,7 @@ def test_streamed_job_equals_in_memory_and_resumes_after_kill_9(tmp_path, npy_di
   assert _results(workdir) == _results(tmp_path / "memory")
 
 
+@pytest.mark.slow
 def test_each_part_compiles_once_over_many_rounds(tmp_path, npy_dir):
   """Training, the slab scorer and the labeling step: one compile each for 5 rounds
   (labeled sets of 20..100 images) of 2 runs."""
@@ -146,6 +147,7 @@ class Interrupted(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_a_job_resumes_across_stream_pool(tmp_path):
   """The carry is the in-memory one: a streamed job stopped after round 1 continues
   with the pool in memory and ends as the in-memory job does (and config.json allows
