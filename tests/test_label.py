@@ -103,8 +103,7 @@ def _wait_trained(s, timeout=180):
   assert not s.state()["training"] and s.error is None, s.error
 
 
-@pytest.mark.slow
-def test_a_round_trains_on_the_answers_and_queries_the_next_batch(labeling):
+def test_a_round_trains_on_the_answers_and_queries_the_next_batch(labeling):  # later tests use its round
   s, images = labeling, labeling.images
   assert images.simulation and len(images.classes) == 10 and images.test[0].shape[0] == 100
   first = [b["index"] for b in s.state()["batch"]]
