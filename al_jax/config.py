@@ -128,6 +128,11 @@ class Config:
   momentum: float | None = option(None, "training", "SGD momentum (0.9).")
   weight_decay: float | None = option(None, "training", "L2 weight decay (0 MNIST, 8e-4 "
                                       "Fruits-360).")
+  augment_shift: float = option(0.0, "training", "pool: shift each training image by up "
+                                "to this many pixels along each axis, at random each "
+                                "step (al_jax.augment); 0 = off.")
+  augment_degrees: float = option(0.0, "training", "pool: rotate each training image by "
+                                  "up to this many degrees, at random each step; 0 = off.")
   ensemble_size: int = option(1, "training", "pool: train a deep ensemble of this many "
                               "models (one vmapped program); the Bayesian and batch "
                               "strategies then use its members instead of dropout passes, "
@@ -231,6 +236,13 @@ class Config:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
     if self.weight_decay < 0:
       raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+    for name in ("augment_shift", "augment_degrees"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+          not 0 <= value <= 180:
+        raise ConfigError(f"--{name} must be a number in [0, 180], got {value!r}")
+    if (self.augment_shift or self.augment_degrees) and self.protocol != "pool":
+      raise ConfigError("--augment_shift and --augment_degrees need --protocol=pool")
 
   def _check_strategy(self) -> None:
     """The metrics are registered strategies and their options passed their own checks

@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 
 from al_jax import acquisition, cold_start, models, scoring, specs, training
+from al_jax.augment import Augment
 from al_jax.config import Config
 from al_jax.rng import HOLDOUT, INIT, INITIAL_SET, QUERY, TRAIN, stream_key
 
@@ -173,6 +174,7 @@ class PoolProtocol(Protocol):
         state, train["images"], train["labels"], carry["labeled"],
         stream_key(run["key"], TRAIN, r), epochs=cfg.epochs_per_round,
         batch_size=cfg.batch_size, min_steps=cfg.min_steps, rows=train.get("rows"),
+        augment=Augment(cfg.augment_shift, cfg.augment_degrees),
         **self._early_stopping(run, carry["labeled"].shape[0]))
     stop = data["stop"] if "stop" in data else self.stop_set(data["pool"])
     changed = prediction_change(previous, state, stop["images"], stop["valid"],

@@ -20,6 +20,8 @@ import optax
 from flax import struct
 from jax import lax
 
+from al_jax.augment import Augment
+
 
 Batch = dict[str, jax.Array]
 DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
@@ -193,7 +195,8 @@ class EarlyStopping:
 def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array,
         key: jax.Array, *, epochs: int, batch_size: int, min_steps: int = 0,
         rows: jax.Array | None = None, holdout: jax.Array | None = None,
-        early_stopping: EarlyStopping | None = None) -> tuple[TrainState, dict]:
+        early_stopping: EarlyStopping | None = None,
+        augment: Augment | None = None) -> tuple[TrainState, dict]:
   """Trains `epochs` epochs on the images where `mask` is True, or as many more whole
   epochs as reach `min_steps` SGD steps (a tiny labeled set still trains enough).
 
@@ -212,6 +215,9 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
   trained on but held out for early stopping (none held out: plain training). The
   metrics then add validation_loss (the lowest, NaN without held-out images);
   train_steps (the SGD steps taken) is always there.
+
+  augment: an `al_jax.augment.Augment` applied to every training batch, with a key of its
+  own per step (None or an empty one: the batches as they are, bit-identical).
   """
   if state.members:
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(state.members))
@@ -219,7 +225,7 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
         lambda member, k: fit(member, images, labels, mask, k, epochs=epochs,
                               batch_size=batch_size, min_steps=min_steps,
                               rows=rows, holdout=holdout,
-                              early_stopping=early_stopping), keys)
+                              early_stopping=early_stopping, augment=augment), keys)
     return state.replace(members=keys.shape[0]), jax.tree.map(jnp.mean, metrics)
   if early_stopping is not None:  # (all labels held out: train on them, no stopping)
     trainable = jnp.any(mask & ~holdout)
@@ -239,6 +245,8 @@ def fit(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array
       positions = (i * batch_size + jnp.arange(batch_size)) % num_labeled
       idx = order[positions]
       batch = {"image": images[idx], "label": labels[idx]}
+      if augment:
+        batch["image"] = augment(batch["image"], jax.random.fold_in(step_key, steps + i))
       if _SPLIT_BATCHES.get():
         batch = split_over_data_axis(batch)
       state, m = train_step(state, batch, jax.random.fold_in(step_key, i))
