@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The label-efficiency study of docs/RESULTS.md (issue 11): pool protocol, 20
+# The label-efficiency study of docs/RESULTS.md (issues 11 and 21): pool protocol, 20
 # class-balanced initial labels, +10 per round, the full 10,000-image test set, 3 seeds.
 #
 #   nohup nice -n 5 experiments/study.sh DATA_DIR runs/study > runs/study.log 2>&1 &
@@ -13,25 +13,35 @@
 # study that is still running. The jobs run in two lanes at once (LANES=1: one after
 # another), most important first. SCALE selects the grid:
 #   small (default): a 5,000-image pool subset, up to 120 labels (what 2 shared CPU
-#                    cores finish in about an hour)
-#   full:            the full 60,000-image pool, up to 300 labels (the issue's grid)
+#                    cores finish in about an hour), the small_budget recipe
+#   full:            the standard protocol (issue 21): the full 60,000-image pool, up to
+#                    300 labels, the recipe experiments/recipe_search.py chose on a
+#                    validation split of the training set (RECIPE below, frozen), one
+#                    job per strategy and seed (about 20-40 min each on 2 cores), so
+#                    the grid fills up over several sessions: a queue both lanes take
+#                    jobs from in order. experiments/study_keep.sh keeps the results.
 set -euo pipefail
 DATA=${1:?data folder (holding mnist/ and fashion_mnist/)}
 OUT=${2:-runs/study}
 shift $(( $# < 2 ? $# : 2 ))
 ONLY=" $* "  # job names to run (default: all)
 SCALE=${SCALE:-small}
+# The frozen recipe of SCALE=full (docs/benchmarks/recipe_search.json): on top of
+# small_budget's batch 32 and pooled CNN, more steps and random shifts and rotations.
+RECIPE="--min_steps=500 --augment_shift=2 --augment_degrees=10"
 LANES=${LANES:-2}
 case "$SCALE" in  # SHORT: the budget of the cold-start and model comparisons
-  small) GRID="--pool_size=5000 --budget=120"; SHORT="--pool_size=5000 --budget=40" ;;
-  full) GRID="--budget=300"; SHORT="--budget=100" ;;
+  small) GRID="--pool_size=5000 --budget=120 --min_steps=250"
+         SHORT="--pool_size=5000 --budget=40 --min_steps=250" ;;
+  full) GRID="--budget=300 $RECIPE"; SHORT="--budget=100 $RECIPE" ;;
   *) echo "error: SCALE must be small or full, got '$SCALE'" >&2; exit 2 ;;
 esac
 RUN="python experiments/run.py --seeds=3 --data_dir=$DATA --vmap_runs=false"
 # The training rule for tiny labeled sets (run.py's --recipe=small_budget, spelled out so
 # the study does not change with the defaults): re-initialise each round, train at least
-# 250 SGD steps of 32 images (whole epochs), the pooled CNN with its small dense head.
-PROTOCOL="--protocol=pool --class_balanced --initial_size=20 --query_size=10 --model=pooled_cnn --batch_size=32 --min_steps=250 $GRID"
+# 250 SGD steps (SCALE=full: RECIPE's) of 32 images (whole epochs), the pooled CNN with
+# its small dense head.
+PROTOCOL="--protocol=pool --class_balanced --initial_size=20 --query_size=10 --model=pooled_cnn --batch_size=32 $GRID"
 
 job() {  # job NAME FLAGS...: one workdir, skipped when finished
   local name=$1; shift
@@ -51,11 +61,6 @@ job() {  # job NAME FLAGS...: one workdir, skipped when finished
 }
 
 lane_a() {
-  # At SCALE=full the headline comparison comes first: random, the paper's best scorer
-  # and BADGE (the best at SCALE=small) on the full pool, 3 seeds, to 300 labels.
-  if [[ "$SCALE" == full ]]; then
-    job mnist_headline --dataset=mnist --metric=random,smallest_margin,badge
-  fi
   job mnist_core --dataset=mnist --metric=random,entropy,bald,batchbald,badge,coreset
   job mnist_rest --dataset=mnist --metric=smallest_margin,variation_ratios,stochastic_bald
 }
@@ -74,7 +79,34 @@ lane_b() {
   job fashion_core --dataset=fashion_mnist --metric=random,entropy,bald,badge
 }
 
-if [[ "$LANES" == 1 ]]; then
+full_queue() {
+  # The standard protocol's grid, most important first: per strategy, seeds 0, 1, 2.
+  local m seed
+  for m in random smallest_margin badge entropy batchbald bald; do
+    for seed in 0 1 2; do job "mnist_${m}_s$seed" --dataset=mnist --metric=$m --seed=$seed; done
+  done
+  # Random under the small_budget recipe: what the recipe gives, apart from acquisition.
+  for seed in 0 1 2; do
+    job "mnist_random_small_budget_s$seed" --dataset=mnist --metric=random --seed=$seed \
+      --min_steps=250 --augment_shift=0 --augment_degrees=0  # (a later flag wins)
+  done
+  for m in stochastic_bald coreset typiclust; do
+    for seed in 0 1 2; do job "mnist_${m}_s$seed" --dataset=mnist --metric=$m --seed=$seed; done
+  done
+  for seed in 0 1 2; do
+    job "mnist_ensemble_bald_s$seed" --dataset=mnist --metric=bald --ensemble_size=3 --seed=$seed
+  done
+  job mnist_bald_k100_s0 --dataset=mnist --metric=bald --mc_samples=100 --seed=0
+  for m in random entropy badge batchbald; do
+    for seed in 0 1 2; do
+      job "fashion_${m}_s$seed" --dataset=fashion_mnist --metric=$m --seed=$seed
+    done
+  done
+}
+
+if [[ "$SCALE" == full ]]; then
+  if [[ "$LANES" == 1 ]]; then full_queue; else full_queue & sleep 10; full_queue & wait; fi
+elif [[ "$LANES" == 1 ]]; then
   lane_a; lane_b
 else
   lane_a & lane_b & wait

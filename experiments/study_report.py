@@ -13,6 +13,7 @@ far each job got. Every number is read from a results.jsonl; nothing is typed in
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 from absl import app, flags
@@ -47,7 +48,14 @@ JOBS = [("mnist_headline", "MNIST, random, smallest margin and BADGE (SCALE=full
         ("mnist_coldstart_kmeans_pp", "MNIST, cold start: k-means++ seeds"),
         ("mnist_coldstart_random", "MNIST, cold start: random initial set"),
         ("fashion_core", "Fashion-MNIST")]
-TARGETS = (0.90, 0.95)
+# SCALE=full: one workdir per strategy and seed (NAME_sSEED), reported per NAME, in this
+# order (experiments/study.sh's queue); other names follow in alphabetical order.
+FULL_GROUPS = ("mnist_random", "mnist_random_small_budget", "mnist_smallest_margin",
+               "mnist_badge", "mnist_entropy", "mnist_batchbald", "mnist_bald",
+               "mnist_stochastic_bald", "mnist_coreset", "mnist_typiclust",
+               "mnist_ensemble_bald", "mnist_bald_k100", "fashion_random", "fashion_entropy",
+               "fashion_badge", "fashion_batchbald")
+TARGETS = (0.90, 0.95, 0.97)
 FIXED_LABELS = (20, 50, 100, 200, 300)
 STOP_THRESHOLDS = (0.10, 0.05, 0.01)
 STOP_PATIENCE = 2
@@ -105,6 +113,31 @@ def load_job(workdir: str) -> tuple[dict, dict[str, list[list[dict]]], str]:
                   if length}, command
 
 
+def load_groups(root: str) -> dict[str, tuple[dict, dict[str, list[list[dict]]], str]]:
+  """SCALE=full: the workdirs NAME_sSEED under root merged per NAME, like `load_job`'s
+  result, labelled by NAME without its data set ("random_small_budget"); each group is
+  cut to the rounds all its seeds finished, and its config lists every seed done."""
+  found: dict[str, list[str]] = {}
+  for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    if os.path.exists(os.path.join(root, name, "config.json")):
+      found.setdefault(re.sub(r"_s\d+$", "", name), []).append(name)
+  order = {g: i for i, g in enumerate(FULL_GROUPS)}
+  groups = {}
+  for group in sorted(found, key=lambda g: (order.get(g, len(order)), g)):
+    loaded = [load_job(os.path.join(root, name)) for name in found[group]]
+    loaded = [job for job in loaded if job[1]]
+    if not loaded:
+      continue
+    label = group.split("_", 1)[1]
+    seed_runs = [r for _, runs, _ in loaded for v in runs.values() for r in v]
+    length = min(len(r) for r in seed_runs)
+    config = {**loaded[0][0], "seeds": sorted({s for c, _, _ in loaded for s in c["seeds"]}),
+              "seed_rounds": [len(r) for r in seed_runs]}
+    groups[group] = (config, {label: [r[:length] for r in seed_runs]},
+                     "\n".join(c for _, _, c in loaded if c))
+  return groups
+
+
 def _status_lines(jobs: dict) -> list[str]:
   lines = ["| job | strategies | seeds | rounds done / planned | labels reached | round_s "
            "(per run, mean) |", "|---|---|---|---|---|---|"]
@@ -112,8 +145,10 @@ def _status_lines(jobs: dict) -> list[str]:
     done = min((len(r) for v in runs.values() for r in v), default=0)
     labels = next(iter(runs.values()))[0][done - 1]["num_labeled"] if done else "-"
     seconds = [x["round_s"] for v in runs.values() for r in v for x in r]
+    rounds = config.get("seed_rounds")  # SCALE=full: rounds done per seed
+    done_cell = f"{', '.join(map(str, rounds))}" if rounds else f"{done}"
     lines.append(f"| {name} | {', '.join(config['metrics'])} | {len(config['seeds'])} | "
-                 f"{done} / {config['rounds']} | {labels} | "
+                 f"{done_cell} / {config['rounds']} | {labels} | "
                  f"{np.mean(seconds) if seconds else float('nan'):.1f} |")
   return lines
 
@@ -237,6 +272,22 @@ def _changed_vs_gain(runs: dict[str, list[list[dict]]]) -> str:
           f"of pool_changed with |accuracy change| is {corr:.2f}.")
 
 
+def _acquisition_time(jobs: dict) -> str:
+  """SCALE=full: each strategy's mean round time less random's on MNIST (random's round
+  trains and evaluates the same way and acquires at no cost), as a table."""
+  mean_s = {name: np.mean([x["round_s"] for v in runs.values() for r in v for x in r])
+            for name, (config, runs, _) in jobs.items() if config["dataset"] == "mnist"}
+  base = mean_s["mnist_random"]
+  lines = ["Acquisition time per round on the full 60,000-image pool: a strategy's mean "
+           "round_s less random's (same training and evaluation; load differences between "
+           "jobs are in it too, so small differences mean nothing):\n",
+           "| strategy | mean round_s | acquisition s per round (less random's) |",
+           "|---|---|---|"]
+  for name, seconds in mean_s.items():
+    lines.append(f"| {name.split('_', 1)[1]} | {seconds:.1f} | {seconds - base:+.1f} |")
+  return "\n".join(lines)
+
+
 def _figure(runs, title: str, path: str) -> None:
   plotting.plot_curves(runs, "test_accuracy", "test accuracy", title, path)
 
@@ -246,9 +297,12 @@ def build(runs_dir: str, scale: str, out: str) -> str:
   root = os.path.join(runs_dir, scale)
   figures = os.path.join(out, "figures", f"study_{scale}")
   os.makedirs(figures, exist_ok=True)
-  jobs = {name: load_job(os.path.join(root, name)) for name, _ in JOBS
-          if os.path.exists(os.path.join(root, name, "config.json"))}
-  jobs = {k: v for k, v in jobs.items() if v[1]}
+  if scale == "full":
+    jobs = load_groups(root)
+  else:
+    jobs = {name: load_job(os.path.join(root, name)) for name, _ in JOBS
+            if os.path.exists(os.path.join(root, name, "config.json"))}
+    jobs = {k: v for k, v in jobs.items() if v[1]}
   parts = [f"## Label efficiency (experiments/study.sh, SCALE={scale})\n",
            f"Generated by `python experiments/study_report.py --runs={runs_dir} "
            f"--scale={scale} --out={out}` from the workdirs of "
@@ -257,11 +311,20 @@ def build(runs_dir: str, scale: str, out: str) -> str:
            "(population) over seeds.\n"]
   if not jobs:
     return "\n".join(parts + ["No job has finished a round yet.\n"])
-  parts.append("How far each job got (a job still running or stopped is cut to the rounds all "
-               "its runs finished; round_s is the job's round time divided by its runs, as "
-               "all runs of a job share one compiled program, so it is not a per-strategy "
-               "acquisition time):\n")
+  if scale == "full":
+    parts.append("How far each strategy got: one workdir (one run.py job) per strategy and "
+                 "seed, the rounds each seed finished, and the tables cut to the rounds all "
+                 "its seeds finished (a seed still running or stopped cuts them short). "
+                 "round_s is one run's whole round (training, evaluation and acquisition), "
+                 "on a shared 2-core machine whose load varied:\n")
+  else:
+    parts.append("How far each job got (a job still running or stopped is cut to the rounds "
+                 "all its runs finished; round_s is the job's round time divided by its "
+                 "runs, as all runs of a job share one compiled program, so it is not a "
+                 "per-strategy acquisition time):\n")
   parts.append("\n".join(_status_lines(jobs)) + "\n")
+  if scale == "full" and "mnist_random" in jobs:
+    parts.append(_acquisition_time(jobs) + "\n")
   parts.append("Commands:\n\n```\n" + "\n".join(c for _, _, c in jobs.values() if c) + "\n```\n")
   by_dataset: dict[str, dict] = {}
   configs: dict[str, dict] = {}
