@@ -9,9 +9,11 @@ into it, so no two uses ever share a key:
   strategy:   inside the QUERY key, scores use fold_in(key, pass or image index); a
               strategy's second draw (BatchBALD's sampled label configurations, the
               stochastic batch's Gumbel draw) uses fold_in(key, SECOND_STREAM);
-  BatchBALD:  drawing configurations from its exact list uses fold_in(key, RESAMPLE).
+  BatchBALD:  drawing configurations from its exact list uses fold_in(key, RESAMPLE);
+  ties:       a tie-prone score's seeded tie-break (variation ratios) uses
+              fold_in(fold_in(key, TIE_BREAK), image index).
 
-The two large constants sit far above any pass, image or round index.
+The three large constants sit far above any pass, image or round index.
 """
 
 import jax
@@ -19,6 +21,7 @@ import jax
 INIT, TRAIN, QUERY, INITIAL_SET, HOLDOUT = range(5)
 SECOND_STREAM = 2**31 - 2
 RESAMPLE = 2**31 - 1
+TIE_BREAK = 2**31 - 3
 
 
 def stream_key(seed_key: jax.Array, stream: int, step: int | jax.Array) -> jax.Array:

@@ -291,3 +291,25 @@ def test_every_strategy_takes_a_pool_of_any_size(model_and_pool, name, size):
   assert np.all(np.asarray(selection.indices) >= 0)
   assert np.all(np.asarray(available)[np.asarray(selection.indices)])
   np.testing.assert_array_equal(selection.indices, by_hand.indices)
+
+
+@MNIST_ONLY
+def test_variation_ratios_breaks_its_ties_at_random_not_by_index(model_and_pool):
+  state, pool = model_and_pool
+  available = jnp.ones(120, bool)
+  strategy = jax.jit(acquisition.make("variation_ratios", k=10, chunk_size=40, mc_samples=4))
+  key = jax.random.key(5)
+  scores = np.asarray(bayesian.variation_ratios(scoring.mc_log_probs(state, pool, key, 4)))
+  top = np.sort(scores)[::-1][:10]
+  tied = np.flatnonzero(scores == top[-1])
+  assert len(tied) > 10  # K = 4 passes: a few score levels, so most of the pool ties
+  picks = [np.asarray(strategy(state, pool, available, jax.random.key(5)).indices)]
+  picks.append(np.asarray(strategy(state, pool, available, key).indices))
+  np.testing.assert_array_equal(picks[0], picks[1])  # seeded: the same key, the same pick
+  np.testing.assert_allclose(np.sort(scores[picks[0]])[::-1], top, atol=1e-6)
+  # The images above the tied level always come first; among the tied ones the pick is
+  # random: not the lowest indices, and another key picks others.
+  chosen_tied = np.sort(np.intersect1d(picks[0], tied))
+  assert not np.array_equal(chosen_tied, tied[:len(chosen_tied)])
+  other = np.asarray(strategy(state, pool, available, jax.random.key(6)).indices)
+  assert set(other) != set(picks[0])

@@ -12,12 +12,17 @@ ensembles for active learning in image classification", CVPR 2018).
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from al_jax import bayesian, scoring
+from al_jax.rng import TIE_BREAK
 from al_jax.strategies import base
 
 COLORS = {"bald": "tab:purple", "variation_ratios": "tab:cyan", "mean_std": "gold",
           "predictive_entropy": "teal"}
+# Scores on a grid of 1/K (K passes): most of a pool ties, and lax.top_k would take the
+# lowest indices among them.
+TIE_PRONE = ("variation_ratios",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,15 @@ def sampled_scores(name: str, state, images: jax.Array, key: jax.Array,
   return bayesian.get(name)(scoring.sample_log_probs(state, images, key, num_samples))
 
 
+def tie_break(scores: jax.Array, indices: jax.Array, key: jax.Array,
+              resolution: float) -> jax.Array:
+  """scores [B] on a grid of `resolution` plus a seeded jitter in [0, resolution / 2)
+  drawn per pool index [B]: tied images in random order, distinct scores in theirs."""
+  tie_key = jax.random.fold_in(key, TIE_BREAK)
+  noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(tie_key, i)))(indices)
+  return scores + noise * (0.5 * resolution)
+
+
 @dataclasses.dataclass(frozen=True)
 class SampledTopK:
   """The k available images with the highest Bayesian score `name` over K samples."""
@@ -46,14 +60,25 @@ class SampledTopK:
   num_samples: int = 20
 
   def chunk_score(self, state, key: jax.Array):
-    """score(images [B, H, W, C], pool indices [B]) -> [B]."""
-    return lambda images, _: sampled_scores(self.name, state, images, key, self.num_samples)
+    """score(images [B, H, W, C], pool indices [B]) -> [B]; a TIE_PRONE score's ties
+    are broken at random (`tie_break`, seeded by the key; an ensemble's K = M)."""
+    def score(images, indices):
+      scores = sampled_scores(self.name, state, images, key, self.num_samples)
+      if self.name not in TIE_PRONE:
+        return scores
+      passes = state.members or self.num_samples
+      return tie_break(scores, indices, key, 1.0 / passes)
+    return score
 
   def __call__(self, state, images: jax.Array, available: jax.Array, key: jax.Array,
                labeled: jax.Array | None = None) -> base.Selection:
-    return base.top_k_selection(*scoring.running_top_k(
+    scores, indices = scoring.running_top_k(
         self.chunk_score(state, key), images, available, k=self.k,
-        chunk_size=self.chunk_size))
+        chunk_size=self.chunk_size)
+    if self.name in TIE_PRONE:  # the scores themselves, without the tie-break's jitter
+      passes = state.members or self.num_samples
+      scores = jnp.round(scores * passes - 0.25) / passes
+    return base.top_k_selection(scores, indices)
 
 
 def _builder(name: str):
