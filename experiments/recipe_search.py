@@ -4,10 +4,11 @@ Each recipe trains a fresh model on labeled sets drawn as the pool protocol's ra
 strategy draws them (20 class-balanced labels, then uniformly random ones) from the first
 50,000 MNIST training images, and is scored on the last 10,000 training images, a
 validation split the study's pool never labels... and the test set is never read.
-Prints one JSON object: per recipe and labeled-set size, the validation accuracy
-(mean, std over seeds) and the seconds per fit.
+Prints one JSON line per recipe as it finishes (so a stopped search keeps what it did):
+its settings and, per labeled-set size, the validation accuracy (mean, std over seeds)
+and the median seconds per fit (the first includes compiling).
 
-  python experiments/recipe_search.py --data_dir=DATA > docs/benchmarks/recipe_search.json
+  python experiments/recipe_search.py --data_dir=DATA >> docs/benchmarks/recipe_search.jsonl
 """
 
 import dataclasses
@@ -55,6 +56,9 @@ RECIPES = {
     "aug3_15_steps500": Recipe(min_steps=500, max_shift=3, max_degrees=15),
     "aug_steps500_lr0.03": Recipe(min_steps=500, max_shift=2, max_degrees=10,
                                   learning_rate=0.03),
+    "aug3_15": Recipe(max_shift=3, max_degrees=15),
+    "aug_wd5e-4": Recipe(max_shift=2, max_degrees=10, weight_decay=5e-4),
+    "aug_lr0.03": Recipe(max_shift=2, max_degrees=10, learning_rate=0.03),
 }
 
 
@@ -93,9 +97,6 @@ def main(argv):
   val_images = jnp.asarray(data.train_images[-VALIDATION:])
   val_labels = jnp.asarray(data.train_labels[-VALIDATION:])
   names = _RECIPES.value or list(RECIPES)
-  out = {"validation": f"the last {VALIDATION} MNIST training images",
-         "pool": f"the first {pool_labels.shape[0]} MNIST training images",
-         "seeds": _SEEDS.value, "recipes": {}}
   for name in names:
     recipe = RECIPES[name]
     run = make_fit(recipe, spec, data.num_classes, data.train_images.shape[1:])
@@ -112,9 +113,11 @@ def main(argv):
       rows[size] = {"mean": round(statistics.fmean(accuracies), 4),
                     "std": round(statistics.pstdev(accuracies), 4),
                     "seconds_per_fit": round(statistics.median(seconds), 1)}
-    out["recipes"][name] = {"settings": dataclasses.asdict(recipe), "validation_accuracy": rows}
-    print(json.dumps({name: rows}), flush=True, file=__import__("sys").stderr)
-  print(json.dumps(out, indent=1))
+    print(json.dumps({"recipe": name, "settings": dataclasses.asdict(recipe),
+                      "seeds": _SEEDS.value, "validation_accuracy": rows,
+                      "validation": f"the last {VALIDATION} MNIST training images",
+                      "pool": f"the first {pool_labels.shape[0]} MNIST training images"}),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,8 @@ def _changed_vs_gain(runs: dict[str, list[list[dict]]]) -> str:
     return ""
   changed, gain = np.array(changed), np.array(gain)
   bound = np.mean(np.abs(gain) <= changed)
-  corr = np.corrcoef(changed, np.abs(gain))[0, 1]
+  with np.errstate(invalid="ignore", divide="ignore"):  # NaN when either is constant
+    corr = np.corrcoef(changed, np.abs(gain))[0, 1]
   return (f"Over {len(changed)} round-to-round steps, |test accuracy change| <= pool_changed "
           f"in {bound:.0%} of them (the share of changed predictions bounds the accuracy "
           f"change on the pool exactly, on the test set only approximately); the correlation "

@@ -72,8 +72,10 @@ def test_section_from_workdirs(tmp_path):
   text = study_report.build(str(tmp_path), "small", str(out))
   # Cut to the 3 rounds all runs finished: bald's 4th round is left out.
   assert "| mnist_core | random, bald | 2 | 3 / 11 | 40 | 2.0 |" in text
-  assert "| random (n=2) | 35.0 +- 5.0 (all 2 seeds) | not reached within 40 labels |" in text
-  assert "| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) | 30.0 +- 0.0 (all 2 seeds) |" in text
+  assert ("| random (n=2) | 35.0 +- 5.0 (all 2 seeds) | not reached within 40 labels | "
+          "not reached within 40 labels |") in text
+  assert ("| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) | 30.0 +- 0.0 (all 2 seeds) | "
+          "40.0 +- 0.0 (all 2 seeds) |") in text
   # Random's last-round accuracy, (0.93 + 0.91) / 2 = 92%, as a target.
   assert "| labels to 92.0% |" in text
   assert "| random (n=2) | 1/2 seeds within 40 labels (40.0 +- 0.0) |" in text
@@ -91,3 +93,31 @@ def test_section_from_workdirs(tmp_path):
   assert text.index("| random (n=2)") < text.index("| bald (n=2)")  # the job's order
   assert "python experiments/run.py --metric=random,bald" in text
   assert os.path.exists(out / "figures" / "study_small" / "mnist_test_accuracy.png")
+
+
+def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
+  """SCALE=full: workdirs NAME_sSEED become one row per NAME, cut to the rounds all its
+  seeds finished, with the acquisition time against random's rounds."""
+  jobs = {"mnist_random_s0": ("random", 0, [0.80, 0.90, 0.93], 2.0),
+          "mnist_random_s1": ("random", 1, [0.70, 0.85], 4.0),
+          "mnist_bald_s0": ("bald", 0, [0.80, 0.95, 0.97], 5.0)}
+  for name, (metric, seed, acc, seconds) in jobs.items():
+    folder = tmp_path / "full" / name / metric / f"seed_{seed}"
+    folder.mkdir(parents=True)
+    records = _records(acc, [0.5] * len(acc), metric, seed)
+    for r in records:
+      r.update(round_s=seconds, selected=[-1])
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {"dataset": "mnist", "data_dir": "sample", "metrics": [metric],
+              "seeds": [seed], "rounds": 29, "ensemble_size": 1, "model": "pooled_cnn"}
+    (tmp_path / "full" / name / "config.json").write_text(json.dumps(config))
+  groups = study_report.load_groups(str(tmp_path / "full"))
+  assert list(groups) == ["mnist_random", "mnist_bald"]  # the queue's order
+  config, runs, _ = groups["mnist_random"]
+  assert config["seeds"] == [0, 1] and config["seed_rounds"] == [3, 2]
+  assert [len(r) for r in runs["random"]] == [2, 2]  # cut to the rounds both finished
+  text = study_report.build(str(tmp_path), "full", str(tmp_path / "docs"))
+  assert "| mnist_random | random | 2 | 3, 2 / 29 | 30 | 3.0 |" in text
+  assert "| bald | 5.0 | +2.0 |" in text  # 5.0 s against random's 3.0 s a round
+  assert "| random (n=2) | 0.750 +- 0.050 | 0.875 +- 0.025 |" in text
+  assert "| bald (n=1) | 0.800 +- 0.000 | 0.950 +- 0.000 | 0.970 +- 0.000 |" in text
