@@ -24,6 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("runs", "runs/study", "The OUT folder given to experiments/study.sh.")
 flags.DEFINE_string("scale", "small", "The SCALE the study ran at (a subfolder of --runs).")
 flags.DEFINE_string("out", "docs", "Where label_efficiency.md, RESULTS.md and figures/ are.")
+flags.DEFINE_string("recipe_search", "docs/benchmarks/recipe_search.jsonl",
+                    "SCALE=full: experiments/recipe_search.py's output, tabled in the section.")
 
 START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
 
@@ -273,6 +275,35 @@ def _changed_vs_gain(runs: dict[str, list[list[dict]]]) -> str:
           f"of pool_changed with |accuracy change| is {corr:.2f}.")
 
 
+def recipe_table(path: str) -> str:
+  """experiments/recipe_search.py's JSON lines as a table: validation accuracy per recipe
+  and labeled-set size (mean +- std over its seeds), and its settings."""
+  if not os.path.exists(path):
+    return ""
+  rows = [json.loads(line) for line in open(path) if line.strip()]
+  if not rows:
+    return ""
+  sizes = sorted({int(n) for r in rows for n in r["validation_accuracy"]})
+  lines = [f"The training recipe, chosen before the runs on a validation split of the "
+           f"training set, never the test set (`experiments/recipe_search.py`, "
+           f"`{path}`): each recipe trained a fresh model on labeled sets drawn as random "
+           f"acquisition draws them (20 class-balanced, then random) from {rows[0]['pool']}, "
+           f"scored on {rows[0]['validation']}; {rows[0]['seeds']} seeds. The jobs below "
+           f"use the frozen recipe of experiments/study.sh (RECIPE).\n",
+           "| recipe | " + " | ".join(f"{n} labels" for n in sizes) + " | min_steps | shift "
+           "(px) | rotation (deg) | lr | weight decay | s per fit (median, slowest size) |",
+           "|---" * (len(sizes) + 7) + "|"]
+  for r in rows:
+    acc, cfg = r["validation_accuracy"], r["settings"]
+    cells = [f"{acc[str(n)]['mean']:.3f} +- {acc[str(n)]['std']:.3f}" if str(n) in acc
+             else "-" for n in sizes]
+    seconds = max(v["seconds_per_fit"] for v in acc.values())
+    lines.append(f"| {r['recipe']} | " + " | ".join(cells) + f" | {cfg['min_steps']} | "
+                 f"{cfg['max_shift']:g} | {cfg['max_degrees']:g} | {cfg['learning_rate']:g} | "
+                 f"{cfg['weight_decay']:g} | {seconds:.0f} |")
+  return "\n".join(lines)
+
+
 def _acquisition_time(jobs: dict) -> str:
   """SCALE=full: each strategy's mean round time less random's on MNIST (random's round
   trains and evaluates the same way and acquires at no cost), as a table."""
@@ -293,7 +324,7 @@ def _figure(runs, title: str, path: str) -> None:
   plotting.plot_curves(runs, "test_accuracy", "test accuracy", title, path)
 
 
-def build(runs_dir: str, scale: str, out: str) -> str:
+def build(runs_dir: str, scale: str, out: str, recipe_search: str = "") -> str:
   """The section's markdown; writes its figures under out/figures/study_<scale>/."""
   root = os.path.join(runs_dir, scale)
   figures = os.path.join(out, "figures", f"study_{scale}")
@@ -326,6 +357,8 @@ def build(runs_dir: str, scale: str, out: str) -> str:
   parts.append("\n".join(_status_lines(jobs)) + "\n")
   if scale == "full" and "mnist_random" in jobs:
     parts.append(_acquisition_time(jobs) + "\n")
+  if scale == "full" and recipe_search and recipe_table(recipe_search):
+    parts.append(recipe_table(recipe_search) + "\n")
   parts.append("Commands:\n\n```\n" + "\n".join(c for _, _, c in jobs.values() if c) + "\n```\n")
   by_dataset: dict[str, dict] = {}
   configs: dict[str, dict] = {}
@@ -405,7 +438,7 @@ def splice(text: str, section: str, scale: str = "small") -> str:
 
 def main(argv):
   del argv
-  section = build(FLAGS.runs, FLAGS.scale, FLAGS.out)
+  section = build(FLAGS.runs, FLAGS.scale, FLAGS.out, FLAGS.recipe_search)
   with open(os.path.join(FLAGS.out, section_file(FLAGS.scale)), "w") as f:
     f.write(section.rstrip() + "\n")
   path = os.path.join(FLAGS.out, "RESULTS.md")
