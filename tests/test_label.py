@@ -75,6 +75,7 @@ def test_load_images_walks_the_folder_and_skips_what_does_not_decode(tmp_path, c
   assert found.images.shape == (2, 8, 8, 1) and found.images.dtype == np.uint8
   assert found.images[0].min() == 200 and found.images[1].max() == 10
   assert "skipped 2 of 4 files" in caplog.text
+  assert found.unreadable == (("broken.jpg", "cannot identify image file"),)  # not notes.txt
   with pytest.raises(datasets.DataError, match="no images"):
     images_lib.load_images(_empty(tmp_path), image_size=8)
 
@@ -830,6 +831,46 @@ def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(t
     assert all(where["buttons"])
   finally:
     browser.quit()
+
+
+@pytest.mark.slow
+def test_the_page_names_the_image_files_that_do_not_decode(tmp_path):
+  from selenium.webdriver.support.ui import WebDriverWait
+  folder = tmp_path / "images"
+  shutil.copytree(SAMPLE, folder)
+  (folder / "Training" / "Banana 1" / "broken.jpg").write_bytes(b"not a jpeg")
+  (folder / "Training" / "Plum 1" / "empty.png").write_bytes(b"")
+  (folder / "Training" / "notes.txt").write_text("not an image: not named")
+  served = Server(str(tmp_path / "work"), tmp_path, f"--images={folder}")
+  state = served.api("/api/state")
+  assert state["unreadable"] == {"count": 2, "files": [
+      {"path": "Banana 1/broken.jpg", "why": "cannot identify image file"},
+      {"path": "Plum 1/empty.png", "why": "cannot identify image file"}]}
+  assert state["progress"]["pool"] == 250
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    text = wait.until(lambda b: b.execute_script(
+        "const u = document.getElementById('unreadable'); return !u.hidden && u.textContent"))
+    assert text == ("Left out, as they do not decode: 2 image files: Banana 1/broken.jpg "
+                    "(cannot identify image file), Plum 1/empty.png (cannot identify image "
+                    "file). A workdir keeps the images it started with: fixed files join "
+                    "only in a new --workdir."), text
+  finally:
+    browser.quit()
+  served.kill(signal.SIGTERM)
+  clean = Server(str(tmp_path / "clean"), tmp_path)  # none: no notice
+  assert clean.api("/api/state")["unreadable"] == {"count": 0, "files": []}
+  browser = _browser()
+  try:
+    browser.get(clean.url)
+    WebDriverWait(browser, 180, poll_frequency=0.1).until(
+        lambda b: b.execute_script("return document.querySelectorAll('#grid .tile').length"))
+    assert browser.execute_script("return document.getElementById('unreadable').hidden")
+  finally:
+    browser.quit()
+  clean.kill(signal.SIGTERM)
 
 
 @pytest.mark.slow
