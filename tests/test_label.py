@@ -149,7 +149,8 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
   with pytest.raises(session.LabelError, match="was made for the classes") as error:
     session.LabelSession(other, workdir, SMALL)
   assert "\n" not in str(error.value)
-  with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\)"):
+  with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\); "
+                     "pass those to continue it"):
     session.LabelSession(labeling.images, workdir,
                          session.Settings(**{**SMALL.__dict__, "query_size": 7}))
   with pytest.raises(session.LabelError, match="unknown metric 'margin'"):
@@ -316,6 +317,8 @@ def test_the_state_counts_trained_held_out_and_unlabeled_images(client, labeling
   assert state["held_out_in_batch"] == [b["index"] for b in state["batch"]
                                         if b["index"] in held_out]
   assert state["workdir"] == os.path.abspath(labeling.workdir)
+  assert state["unreadable"] == {"count": 0, "files": []}  # every sample image decodes
+  assert state["metric"] == "badge"  # the page's default: diverse batches
 
 
 def test_each_image_of_the_batch_has_the_latest_models_guess(client, labeling):
