@@ -696,7 +696,12 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   assert predicted.returncode == 0, predicted.stderr[-2000:]
   predictions = list(csv.DictReader(open(os.path.join(workdir, "predictions.csv"))))
   unlabeled = len(paths) - len([r for r in rows if r[1] is not None])
-  assert len(predictions) == unlabeled and [int(p["rank"]) for p in predictions][:3] == [1, 2, 3]
+  assert len(predictions) == unlabeled
+  assert [p["rank"] for p in predictions][:3] == ["1", "2", "3"]
+  # badge, the default, chooses a batch: ranks 1..query_size, the other images unranked
+  assert {p["ranking"] for p in predictions} == {"batch"}
+  assert [p["rank"] for p in predictions if p["rank"]] == [str(r) for r in
+                                                          range(1, SMALL.query_size + 1)]
   assert {p["predicted_label"] for p in predictions} <= set(keys)
   assert all(0 < float(p["probability"]) <= 1 for p in predictions)
 
