@@ -561,6 +561,20 @@ def test_bad_flags_are_one_line_before_the_workdir_is_made(tmp_path):
       print(f"{flags}: {time.time() - started:.1f} s")
 
 
+@pytest.mark.slow
+def test_label_default_measures_varieties_and_near_duplicates_per_batch(tmp_path):
+  """experiments/label_default.py (docs/BENCHMARKS.md): one random round, seed 0."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "label_default.py"),
+       "--metrics=random", "--seeds=0", "--rounds=1", f"--workdir={tmp_path / 'runs'}"],
+      cwd=ROOT, capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  run = json.loads(out.stdout)["strategies"]["random"]["runs"]["0"]
+  # The batch random chose, as in the table: 9 varieties, no near-copies.
+  assert run["varieties"] == [9] and run["near_duplicates"] == [0.0]
+  assert 0 < run["true_accuracy"][0] <= 1 and len(run["estimated_accuracy"]) == 1
+
+
 # ---------------------------------------------------------------------- the browser
 
 
