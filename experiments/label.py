@@ -33,7 +33,9 @@ flags.DEFINE_string("images", None, "Folder of images (searched recursively), 's
 flags.DEFINE_string("classes", None, "Class names, comma-separated, e.g. cat,dog,bird "
                     "(simulation mode: default the folder names).")
 flags.DEFINE_string("workdir", None, "Output folder: labels, checkpoints, exports.")
-flags.DEFINE_string("metric", "entropy", f"Acquisition strategy: {', '.join(acquisition.names())}.")
+flags.DEFINE_string("metric", "badge", "Acquisition strategy (default badge: diverse "
+                    "batches, few near-duplicates; docs/BENCHMARKS.md): "
+                    f"{', '.join(acquisition.names())}.")
 flags.DEFINE_integer("query_size", 20, "Images per batch after the first.")
 flags.DEFINE_integer("initial_size", 20, "Random images of the first batch trained on.")
 flags.DEFINE_integer("validation_size", 10, "Further random images of the first batch, "

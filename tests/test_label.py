@@ -75,6 +75,7 @@ def test_load_images_walks_the_folder_and_skips_what_does_not_decode(tmp_path, c
   assert found.images.shape == (2, 8, 8, 1) and found.images.dtype == np.uint8
   assert found.images[0].min() == 200 and found.images[1].max() == 10
   assert "skipped 2 of 4 files" in caplog.text
+  assert found.unreadable == (("broken.jpg", "cannot identify image file"),)  # not notes.txt
   with pytest.raises(datasets.DataError, match="no images"):
     images_lib.load_images(_empty(tmp_path), image_size=8)
 
@@ -148,7 +149,8 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
   with pytest.raises(session.LabelError, match="was made for the classes") as error:
     session.LabelSession(other, workdir, SMALL)
   assert "\n" not in str(error.value)
-  with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\)"):
+  with pytest.raises(session.LabelError, match=r"other settings: --query_size=6 \(now 7\); "
+                     "pass those to continue it"):
     session.LabelSession(labeling.images, workdir,
                          session.Settings(**{**SMALL.__dict__, "query_size": 7}))
   with pytest.raises(session.LabelError, match="unknown metric 'margin'"):
@@ -315,6 +317,8 @@ def test_the_state_counts_trained_held_out_and_unlabeled_images(client, labeling
   assert state["held_out_in_batch"] == [b["index"] for b in state["batch"]
                                         if b["index"] in held_out]
   assert state["workdir"] == os.path.abspath(labeling.workdir)
+  assert state["unreadable"] == {"count": 0, "files": []}  # every sample image decodes
+  assert state["metric"] == "badge"  # the page's default: diverse batches
 
 
 def test_each_image_of_the_batch_has_the_latest_models_guess(client, labeling):
@@ -557,6 +561,20 @@ def test_bad_flags_are_one_line_before_the_workdir_is_made(tmp_path):
       print(f"{flags}: {time.time() - started:.1f} s")
 
 
+@pytest.mark.slow
+def test_label_default_measures_varieties_and_near_duplicates_per_batch(tmp_path):
+  """experiments/label_default.py (docs/BENCHMARKS.md): one random round, seed 0."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "label_default.py"),
+       "--metrics=random", "--seeds=0", "--rounds=1", f"--workdir={tmp_path / 'runs'}"],
+      cwd=ROOT, capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  run = json.loads(out.stdout)["strategies"]["random"]["runs"]["0"]
+  # The batch random chose, as in the table: 9 varieties, no near-copies.
+  assert run["varieties"] == [9] and run["near_duplicates"] == [0.0]
+  assert 0 < run["true_accuracy"][0] <= 1 and len(run["estimated_accuracy"]) == 1
+
+
 # ---------------------------------------------------------------------- the browser
 
 
@@ -692,7 +710,12 @@ def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
   assert predicted.returncode == 0, predicted.stderr[-2000:]
   predictions = list(csv.DictReader(open(os.path.join(workdir, "predictions.csv"))))
   unlabeled = len(paths) - len([r for r in rows if r[1] is not None])
-  assert len(predictions) == unlabeled and [int(p["rank"]) for p in predictions][:3] == [1, 2, 3]
+  assert len(predictions) == unlabeled
+  assert [p["rank"] for p in predictions][:3] == ["1", "2", "3"]
+  # badge, the default, chooses a batch: ranks 1..query_size, the other images unranked
+  assert {p["ranking"] for p in predictions} == {"batch"}
+  assert [p["rank"] for p in predictions if p["rank"]] == [str(r) for r in
+                                                          range(1, SMALL.query_size + 1)]
   assert {p["predicted_label"] for p in predictions} <= set(keys)
   assert all(0 < float(p["probability"]) <= 1 for p in predictions)
 
@@ -830,6 +853,46 @@ def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(t
     assert all(where["buttons"])
   finally:
     browser.quit()
+
+
+@pytest.mark.slow
+def test_the_page_names_the_image_files_that_do_not_decode(tmp_path):
+  from selenium.webdriver.support.ui import WebDriverWait
+  folder = tmp_path / "images"
+  shutil.copytree(SAMPLE, folder)
+  (folder / "Training" / "Banana 1" / "broken.jpg").write_bytes(b"not a jpeg")
+  (folder / "Training" / "Plum 1" / "empty.png").write_bytes(b"")
+  (folder / "Training" / "notes.txt").write_text("not an image: not named")
+  served = Server(str(tmp_path / "work"), tmp_path, f"--images={folder}")
+  state = served.api("/api/state")
+  assert state["unreadable"] == {"count": 2, "files": [
+      {"path": "Banana 1/broken.jpg", "why": "cannot identify image file"},
+      {"path": "Plum 1/empty.png", "why": "cannot identify image file"}]}
+  assert state["progress"]["pool"] == 250
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    text = wait.until(lambda b: b.execute_script(
+        "const u = document.getElementById('unreadable'); return !u.hidden && u.textContent"))
+    assert text == ("Left out, as they do not decode: 2 image files: Banana 1/broken.jpg "
+                    "(cannot identify image file), Plum 1/empty.png (cannot identify image "
+                    "file). A workdir keeps the images it started with: fixed files join "
+                    "only in a new --workdir."), text
+  finally:
+    browser.quit()
+  served.kill(signal.SIGTERM)
+  clean = Server(str(tmp_path / "clean"), tmp_path)  # none: no notice
+  assert clean.api("/api/state")["unreadable"] == {"count": 0, "files": []}
+  browser = _browser()
+  try:
+    browser.get(clean.url)
+    WebDriverWait(browser, 180, poll_frequency=0.1).until(
+        lambda b: b.execute_script("return document.querySelectorAll('#grid .tile').length"))
+    assert browser.execute_script("return document.getElementById('unreadable').hidden")
+  finally:
+    browser.quit()
+  clean.kill(signal.SIGTERM)
 
 
 @pytest.mark.slow

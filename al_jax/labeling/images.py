@@ -16,17 +16,20 @@ from al_jax.datasets import base, image_files
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageFolder:
   """The images of one folder, unlabeled: images uint8 [N, S, S, C], and each one's
-  path relative to `root` ("/"-separated), in sorted order."""
+  path relative to `root` ("/"-separated), in sorted order; `unreadable` the image files
+  left out because they do not decode, as (path, why)."""
   root: str
   images: np.ndarray
   paths: tuple[str, ...]
+  unreadable: tuple[tuple[str, str], ...] = ()
 
 
 def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFolder:
   """Every image under `folder` (recursive, sorted, symlinks followed, hidden names
   left out), resized to S x S like a folder data set and cached the same way; C is 1 when
   every image is greyscale, else 3. Files that are not images or do not decode are
-  skipped, with one warning line that counts them."""
+  skipped, with one warning line that counts them; those with an image suffix are
+  `unreadable`."""
   root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
   if not os.path.isdir(root):
     raise base.DataError(f"image folder {root} does not exist; pass --images=DIR, a folder "
@@ -57,7 +60,16 @@ def load_images(folder: str | os.PathLike, *, image_size: int = 32) -> ImageFold
   image_files.warn_skipped(root, arrays["skipped"], len(files) + len(ignored))
   paths = tuple(os.path.relpath(files[i], root).replace(os.sep, "/")
                 for i in arrays["kept"].tolist())
-  return ImageFolder(root, arrays["images"], paths)
+  unreadable = tuple((path.replace(os.sep, "/"), _short(why, os.path.join(root, path)))
+                     for path, why in (line.split("\t", 1)
+                                       for line in arrays["skipped"].tolist())
+                     if why != "not an image")
+  return ImageFolder(root, arrays["images"], paths, unreadable)
+
+
+def _short(why: str, path: str) -> str:
+  """A decoder's message without the file's path ("cannot identify image file")."""
+  return why.replace(f"'{path}'", "").replace(path, "").strip(" :") or why
 
 
 def thumbnail(source: str, path: str, size: int) -> str:

@@ -43,6 +43,7 @@ MAX_BODY = 4096
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 ADDRESS_FILE = "server.json"  # in the workdir: the token and port of the last run
+UNREADABLE_SHOWN = 20  # names of undecodable image files in /api/state (all are counted)
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -191,10 +192,16 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
     return [{"label": session.classes[c], "probability": float(probs[b["index"], c])}
             for b, c in zip(state["batch"], top)]
 
+  found = session.images.pool.unreadable
+  unreadable = {"count": len(found), "files": [{"path": p, "why": why}
+                                               for p, why in found[:UNREADABLE_SHOWN]]}
+
   def with_progress(state: dict) -> dict:
     """The session's state and what the page tells besides: each tile's guess, the
     counts of trained, held-out and unlabeled images, the held-out images of the batch,
-    where the labels are, and when this server started."""
+    the image files left out because they do not decode (their count and the first
+    UNREADABLE_SHOWN, paths relative to the images folder), where the labels are, and
+    when this server started."""
     state = {**state, "batch": [{**b, "guess": g}
                                 for b, g in zip(state["batch"], guesses(state))]}
     labels = session.store.all()
@@ -206,6 +213,7 @@ def create_app(session: session_lib.LabelSession, token: str, port: int,
         "skipped": len(labels) - len(given), "unlabeled": len(session.paths) - len(labels),
         "pool": len(session.paths)},
         "held_out_in_batch": [b["index"] for b in state["batch"] if b["index"] in held_out],
+        "unreadable": unreadable,
         "workdir": os.path.abspath(session.workdir), "server_started": started}
 
   @app.get("/api/state")

@@ -54,7 +54,7 @@ class Busy(LabelError):
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What a labeling workdir computes with; a workdir keeps the settings it was made with."""
-  metric: str = "entropy"
+  metric: str = "badge"  # diverse batches (docs/BENCHMARKS.md, experiments/label_default.py)
   query_size: int = 20
   initial_size: int = 20
   validation_size: int = 10
@@ -203,7 +203,8 @@ class LabelSession:
       if differ:
         shown = ", ".join(f"--{k}={v} (now {mine['settings'].get(k)})"
                           for k, v in differ.items())
-        raise LabelError(f"{where} other settings: {shown}; use another --workdir")
+        raise LabelError(f"{where} other settings: {shown}; pass those to continue it, "
+                         "or use another --workdir")
     self.store.set_meta("setup", {**mine, "images": images_arg or self.images.pool.root})
 
   def _batch_from_results(self) -> list[int]:

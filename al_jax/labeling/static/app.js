@@ -345,9 +345,22 @@ function render() {
   document.querySelectorAll("aside button").forEach((b) => {
     b.disabled = b.id === "export" ? connection !== "ok" : waiting;
   });
+  renderUnreadable();
   renderStatus();
   renderCurve();
   renderCounts();
+}
+
+function renderUnreadable() {
+  // The image files label.py left out at the start because they do not decode.
+  const u = state.unreadable, box = $("unreadable");
+  box.hidden = !u || !u.count;
+  if (box.hidden) return;
+  const names = u.files.map((f) => `${f.path} (${f.why})`).join(", ");
+  const more = u.count > u.files.length ? ` and ${u.count - u.files.length} more` : "";
+  box.textContent = `Left out, as they do not decode: ${u.count} image ` +
+      `file${u.count === 1 ? "" : "s"}: ${names}${more}. A workdir keeps the images it ` +
+      "started with: fixed files join only in a new --workdir.";
 }
 
 function renderStatus() {
