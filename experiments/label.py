@@ -15,6 +15,7 @@ ranks 1..query_size are the next batch, chosen together; the other images are un
 layout runs in simulation mode (its folder names only report the true accuracy).
 """
 
+import dataclasses
 import json
 import logging as std_logging
 import signal
@@ -93,10 +94,14 @@ def main(argv):
   classes = _classes(FLAGS.classes)
   if not FLAGS.simulate:  # before the workdir records anything
     server.check_address(FLAGS.host, FLAGS.port)
-  settings = session.Settings(
-      metric=FLAGS.metric, query_size=FLAGS.query_size, initial_size=FLAGS.initial_size,
-      validation_size=FLAGS.validation_size, image_size=FLAGS.image_size,
-      epochs_per_round=FLAGS.epochs_per_round, seed=FLAGS.seed, model=FLAGS.model)
+  # A workdir goes on with the settings it was made with, unless a flag says otherwise
+  # (a workdir of an earlier default, e.g. --metric=entropy, resumes as it was).
+  saved = (headless.saved_setup(FLAGS.workdir) or {}).get("settings", {})
+  given = lambda name: FLAGS[name].value if FLAGS[name].present or name not in saved \
+      else saved[name]
+  settings = session.Settings(**{f.name: given(f.name)
+                                 for f in dataclasses.fields(session.Settings)
+                                 if f.name in FLAGS})
   images = session.open_images(FLAGS.images, classes,
                                FLAGS.image_size)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))

@@ -562,6 +562,25 @@ def test_bad_flags_are_one_line_before_the_workdir_is_made(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_workdir_resumes_with_its_own_settings_when_no_flag_says_otherwise(tmp_path):
+  """A workdir made with --metric=entropy (the earlier default) and small settings goes
+  on with them when label.py is started again without those flags."""
+  workdir = tmp_path / "work"
+  runs = []
+  for flags in ([*SMALL_FLAGS, "--metric=entropy"], []):
+    out = subprocess.run([sys.executable, LABEL_PY, f"--images={SAMPLE}",
+                          f"--workdir={workdir}", "--simulate=1", *flags], cwd=ROOT,
+                         capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs.append([json.loads(line) for line in out.stdout.splitlines()
+                 if line.startswith("{")])
+  assert runs[0][-1]["round"] < runs[1][-1]["round"]  # the second start went on
+  setup = headless.saved_setup(str(workdir))
+  assert setup["settings"] == {**SMALL.__dict__, "metric": "entropy"}
+  assert headless.saved_setup(str(tmp_path / "none")) is None
+
+
+@pytest.mark.slow
 def test_label_default_measures_varieties_and_near_duplicates_per_batch(tmp_path):
   """experiments/label_default.py (docs/BENCHMARKS.md): one random round, seed 0."""
   out = subprocess.run(
