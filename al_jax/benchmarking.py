@@ -1,5 +1,5 @@
 """Throughput figures for `experiments/benchmark.py`: training, pool scoring, one round,
-acquisition strategies.
+acquisition strategies, and a user's own model (`outside_model`).
 
 Everything runs on synthetic uint8 images of the data set's shape (speed does not
 depend on pixel values). Times exclude compilation (measured separately, ahead of
@@ -10,10 +10,13 @@ import functools
 import resource
 import statistics
 import time
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from al_jax import acquisition as acquisition_lib
 from al_jax import bayesian, models, scoring, specs, training
@@ -262,3 +265,78 @@ def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: i
     result[f"bald_k{big_k}_flops_per_s"] = flops / seconds[f"bald_k{big_k}"]
     result[f"bald_k{big_k}_fraction_of_matmul"] = flops / seconds[f"bald_k{big_k}"] / peak
   return result
+
+
+class ExampleCNN(nn.Module):
+  """A user's model in the shape of Flax's MNIST example (Conv32-BN-ReLU-Dropout-AvgPool,
+  Conv64-BN-ReLU-AvgPool, Dense 256-ReLU-Dropout, Dense C; 3x3 SAME convolutions) on
+  float images in [0, 1]; `conv` is the convolution its nn.Conv layers use."""
+  num_classes: int = 10
+  conv: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    extra = {} if self.conv is None else {"conv_general_dilated": self.conv}
+    pool = lambda x: nn.avg_pool(x, (2, 2), (2, 2))
+    norm = lambda x: nn.BatchNorm(use_running_average=not train)(x)
+    x = x.astype(jnp.float32) / 255.0
+    x = nn.Dropout(0.025, deterministic=not train)(nn.relu(norm(nn.Conv(32, (3, 3), **extra)(x))))
+    x = pool(nn.relu(norm(nn.Conv(64, (3, 3), **extra)(pool(x)))))
+    x = nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes)(nn.Dropout(0.025, deterministic=not train)(x))
+
+
+def outside_model(steps: int = 100, batch_size: int = 32, runs: int = 3,
+                  repeats: int = 3) -> dict:
+  """Seconds to train a user's CNN (`ExampleCNN`) for `steps` SGD steps, each way
+  alternated `repeats` times (medians): its own jitted step in a Python loop, al_jax's
+  `fit` (one compiled loop), and `runs` models in one program (vmap and lax.map), each
+  with XLA's convolution and with `al_jax.convolution.conv_general_dilated`."""
+  from al_jax.convolution import conv_general_dilated
+  images = jax.random.randint(jax.random.key(1), (steps * batch_size, 28, 28, 1), 0,
+                              256).astype(jnp.uint8)
+  labels = jax.random.randint(jax.random.key(2), (steps * batch_size,), 0, 10)
+  mask = jnp.ones(labels.shape, bool)
+  tx = training.make_optimizer(0.01, 0.9, 0.0)
+  keys = jax.random.split(jax.random.key(3), runs)
+  ways = {}
+  for conv_name, conv in (("xla_conv", None), ("al_jax_conv", conv_general_dilated)):
+    model = ExampleCNN(conv=conv)
+    state = training.create_train_state(model, jax.random.key(0), (28, 28, 1), tx)
+    step = jax.jit(training.train_step)
+
+    def own_loop(state, step=step):
+      for i in range(steps):
+        batch = {"image": images[i * batch_size:(i + 1) * batch_size],
+                 "label": labels[i * batch_size:(i + 1) * batch_size]}
+        state, _ = step(state, batch, jax.random.key(i))
+      return state.params
+
+    fit = jax.jit(lambda s, k: training.fit(s, images, labels, mask, k, epochs=1,
+                                            batch_size=batch_size)[0].params)
+    ways[f"own_jitted_step_{conv_name}"] = (own_loop, state)
+    ways[f"fit_{conv_name}"] = (lambda s, fit=fit: fit(s, keys[0]), state)
+    stacked = jax.vmap(lambda k: training.create_train_state(model, k, (28, 28, 1), tx))(keys)
+    vmapped = jax.jit(jax.vmap(lambda s, k: training.fit(
+        s, images, labels, mask, k, epochs=1, batch_size=batch_size)[0].params))
+    mapped = jax.jit(lambda s, ks: lax.map(lambda a: training.fit(
+        a[0], images, labels, mask, a[1], epochs=1, batch_size=batch_size)[0].params,
+        (s, ks)))
+    ways[f"{runs}_runs_vmap_{conv_name}"] = (lambda s, f=vmapped: f(s, keys), stacked)
+    ways[f"{runs}_runs_lax_map_{conv_name}"] = (lambda s, f=mapped: f(s, keys), stacked)
+  for fn, state in ways.values():  # compile (and warm up) every way first
+    jax.block_until_ready(fn(state))
+  times = {name: [] for name in ways}
+  for _ in range(repeats):  # alternated, so a change in load touches every way alike
+    for name, (fn, state) in ways.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(state))
+      times[name].append(time.perf_counter() - start)
+  seconds = {name: statistics.median(t) for name, t in times.items()}
+  return {"steps": steps, "batch_size": batch_size, "runs": runs, "repeats": repeats,
+          "backend": jax.default_backend(), "seconds": seconds,
+          "fit_over_own_step": {c: seconds[f"fit_{c}"] / seconds[f"own_jitted_step_{c}"]
+                                for c in ("xla_conv", "al_jax_conv")},
+          "vmap_over_lax_map": {c: seconds[f"{runs}_runs_vmap_{c}"] /
+                                seconds[f"{runs}_runs_lax_map_{c}"]
+                                for c in ("xla_conv", "al_jax_conv")}}
