@@ -13,13 +13,13 @@ import contextvars
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 from jax import lax
 
+from al_jax import model_api
 
 Batch = dict[str, jax.Array]
 DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
@@ -70,9 +70,14 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
-  apply_fn: Any = struct.field(pytree_node=False)
+  model: Any = struct.field(pytree_node=False)  # al_jax.model_api adapter
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   members: int = struct.field(pytree_node=False, default=0)
+
+  @property
+  def apply_fn(self):
+    """The Linen module's `apply` (Linen models only)."""
+    return self.model.apply
 
   def logits(self, images: jax.Array, train: bool = False, key: jax.Array | None = None,
              params: Any = None):
@@ -86,9 +91,9 @@ class TrainState(struct.PyTreeNode):
     variables = {"params": self.params if params is None else params,
                  "batch_stats": self.batch_stats}
     if not train:
-      return self.apply_fn(variables, images, train=False)
-    return self.apply_fn(variables, images, train=True, rngs={"dropout": key},
-                         mutable=["batch_stats"])
+      return self.model.logits(variables, images)
+    logits, batch_stats = self.model.train_logits(variables, images, key)
+    return logits, {"batch_stats": batch_stats}
 
   def per_member(self, fn, *args):
     """fn(member_state, *member_args) over the ensemble's members by `vmap`; every arg
@@ -104,19 +109,21 @@ def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
                      optax.sgd(learning_rate, momentum=momentum))
 
 
-def create_train_state(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...],
+def create_train_state(model: Any, key: jax.Array, image_shape: tuple[int, ...],
                        tx: optax.GradientTransformation, members: int = 0) -> TrainState:
   """Fresh parameters for images of shape [H, W, C]; with members = M > 0 an ensemble
-  of M models initialised from fold_in(key, m)."""
+  of M models initialised from fold_in(key, m). model: a Linen module or a
+  `model_api` adapter (`model_api.adapt`)."""
+  model = model_api.adapt(model)
   if members:
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
     state = jax.vmap(lambda k: create_train_state(model, k, image_shape, tx))(keys)
     return state.replace(members=members)
-  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+  variables = model.init(key, tuple(image_shape))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables["batch_stats"], opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx)
+                    model=model, tx=tx)
 
 
 def classification_metrics(logits: jax.Array, labels: jax.Array,
