@@ -269,7 +269,7 @@ class NnxModel:
   def train_logits(self, variables, images, key):
     module = self._merge("train", variables, key)
     logits = module(self._x(images))
-    _, _, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
+    _, _, _, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
     return logits, _flat(rest)
 
   def trunk(self, variables, images):

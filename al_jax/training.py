@@ -73,6 +73,11 @@ class TrainState(struct.PyTreeNode):
   model: Any = struct.field(pytree_node=False)  # al_jax.model_api adapter
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   members: int = struct.field(pytree_node=False, default=0)
+  # A user's training (al_jax.user_training): loss(logits [B, C], labels [B]) -> [] in
+  # place of cross-entropy; step(state, batch, key) -> (state, metrics) in place of
+  # train_step's SGD step (metrics with "loss" and "accuracy").
+  loss_fn: Any = struct.field(pytree_node=False, default=None)
+  step_fn: Any = struct.field(pytree_node=False, default=None)
 
   @property
   def apply_fn(self):
@@ -145,11 +150,17 @@ def classification_metrics(logits: jax.Array, labels: jax.Array,
 
 
 def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
-  """One SGD step on batch {"image": uint8 [B,H,W,C], "label": int [B]}."""
+  """One SGD step on batch {"image": uint8 [B,H,W,C], "label": int [B]} (the state's own
+  `step_fn` or `loss_fn` where it has one)."""
+  if state.step_fn is not None:
+    return state.step_fn(state, batch, key)
 
   def loss_fn(params):
     logits, updates = state.logits(batch["image"], train=True, key=key, params=params)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    if state.loss_fn is not None:
+      loss = state.loss_fn(logits, batch["label"])
+    else:
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, (logits, updates["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
