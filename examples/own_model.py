@@ -38,10 +38,10 @@ class CNN(nnx.Module):
 model_registry.register_model("my_cnn", CNN, replace=True)
 config = Config(dataset="mnist", data_dir="sample", model="my_cnn",
                 metrics=("bald", "coreset"), initial_size=20, query_size=10, rounds=3,
-                epochs_per_round=1, min_steps=20, batch_size=16, pool_size=300,
+                epochs_per_round=1, min_steps=60, batch_size=16, pool_size=300,
                 test_size=200, chunk_size=100, eval_batch_size=100,
                 strategy_options={"mc_samples": 4})
-training = UserTraining(optimizer=optax.adam(1e-3))
+training = UserTraining(optimizer=optax.adam(3e-3))
 workdir = tempfile.mkdtemp()
 
 
