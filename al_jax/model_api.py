@@ -125,11 +125,10 @@ class LinenModel:
   def _takes_train(self) -> bool:
     return "train" in inspect.signature(self.module.__call__).parameters
 
-  def _call(self, variables, images, **kwargs):
-    train = {"train": kwargs.pop("train")} if self._takes_train else {}
-    kwargs.pop("train", None)
+  def _call(self, variables, images, train: bool, **kwargs):
+    flag = {"train": train} if self._takes_train else {}
     return self.module.apply(_linen_variables(variables), _inputs(images, self.mean, self.std),
-                             **train, **kwargs)
+                             **flag, **kwargs)
 
   def init(self, key, image_shape):
     x = _inputs(jnp.zeros((1, *image_shape), jnp.uint8), self.mean, self.std)
@@ -155,8 +154,8 @@ class LinenModel:
 
   def penultimate(self, variables, images):
     if hasattr(self.module, "embed"):
-      return self.logits(variables, images), self._call(variables, images, train=False,
-                                                        method="embed")
+      return self.logits(variables, images), self.module.apply(
+          _linen_variables(variables), _inputs(images, self.mean, self.std), method="embed")
     token = _SEEN.set([])
     try:
       with nn.intercept_methods(_record_dense_inputs):

@@ -222,7 +222,10 @@ def test_round_loop_with_own_model_and_optimiser_resumes_exactly(tmp_path):
       raise Stop
   with pytest.raises(Stop):
     experiment.run(SMALL, str(tmp_path / "b"), data=data, user_training=user, on_round=stop)
-  resumed = experiment.run(SMALL, str(tmp_path / "b"), data=data, user_training=user)
+  rounds = []
+  resumed = experiment.run(SMALL, str(tmp_path / "b"), data=data, user_training=user,
+                           on_round=lambda r, _: rounds.append(r))
+  assert rounds == [1, 2]  # restored after round 0, not started again
   strip = lambda runs: {k: [{f: v for f, v in r.items() if f != "round_s"} for r in records]
                         for k, records in runs.items()}
   assert strip(resumed) == strip(whole)
