@@ -38,7 +38,7 @@ The strategies and `training` go through the functions below (`logits`,
 import contextvars
 import dataclasses
 import inspect
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -53,6 +53,21 @@ NEEDS_OF_MODEL = ("samples", "embeddings")
 
 class ModelError(ValueError):
   """A model that cannot do what is asked of it; the message is one line."""
+
+
+class Model(Protocol):
+  """What an adapter gives (see the module docstring); variables = {"params",
+  "batch_stats"}, images uint8 [B, H, W, C]."""
+  checks_masks: bool  # whether `check` must try its Monte Carlo masks (not declared)
+
+  def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> dict: ...
+  def logits(self, variables: dict, images: jax.Array) -> jax.Array: ...
+  def train_logits(self, variables: dict, images: jax.Array, key: jax.Array
+                   ) -> tuple[jax.Array, Any]: ...
+  def trunk(self, variables: dict, images: jax.Array) -> Any: ...
+  def stochastic_head(self, variables: dict, features: Any, key: jax.Array) -> jax.Array: ...
+  def penultimate(self, variables: dict, images: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+  def missing(self, need: str, variables: dict) -> str | None: ...
 
 
 def _inputs(images: jax.Array, mean, std) -> jax.Array:
@@ -335,6 +350,7 @@ def stochastic_log_probs(state, images: jax.Array, key: jax.Array, num_samples: 
   [K, B, C]. Pass k uses fold_in(key, k) whatever the chunk, one mask for every image;
   the trunk runs once, the head K times (vmapped over k)."""
   variables = _variables(state)
+  _require(state.model, "samples", variables)
   features = state.model.trunk(variables, images)
 
   def one_pass(k):
@@ -346,7 +362,15 @@ def stochastic_log_probs(state, images: jax.Array, key: jax.Array, num_samples: 
 
 def penultimate(state, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(logits [B, C], embeddings [B, D]) of one model in inference mode."""
+  _require(state.model, "embeddings", _variables(state))
   return state.model.penultimate(_variables(state), images)
+
+
+def _require(model, need: str, variables: dict) -> None:
+  """ModelError at trace time when `model` lacks `need` (its masks: `check`)."""
+  why = model.missing(need, variables)
+  if why:
+    raise ModelError(f"the strategies that need {need} cannot run on this model: {why}")
 
 
 def check(model: Any, image_shape: tuple[int, ...], num_classes: int,

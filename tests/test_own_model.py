@@ -166,6 +166,10 @@ def test_one_line_errors_for_what_a_model_lacks():
     model_api.check(_model(UnusedDropout), SHAPE, 3, ("samples",))
   with pytest.raises(model_api.ModelError, match=r"must give logits \[4, 5\]"):
     model_api.check(_model(), SHAPE, 5)
+  plain = _state(_model(NoDropout))  # also when a strategy is called directly
+  with pytest.raises(model_api.ModelError, match="need samples cannot run on this model"):
+    jax.eval_shape(acquisition.make("bald", k=2), plain, _pool(4), jnp.ones(4, bool),
+                   jax.random.key(0))
   linen = model_api.LinenModel(Logistic(3))
   model_api.check(linen, SHAPE, 3, ("embeddings",))  # a plain module: probabilities, embeddings
   with pytest.raises(model_api.ModelError, match="takes no `train` argument"):
