@@ -53,6 +53,16 @@ class PerImageDropout(Net):
     return self.out(nnx.relu(self.hidden(x)))
 
 
+class SplitNet(Net):
+  """Net with its deterministic trunk declared: run once before the K passes."""
+
+  def trunk(self, x):
+    return nnx.avg_pool(nnx.relu(self.bn(self.conv(x))), (2, 2), (2, 2))
+
+  def head(self, x):
+    return self.out(nnx.relu(self.hidden(self.dropout(x.reshape(x.shape[0], -1)))))
+
+
 class UnusedDropout(Net):
   """Has a dropout layer but never calls it: its passes are all equal."""
 
@@ -118,6 +128,25 @@ def test_monte_carlo_passes_share_one_mask_per_pass():
   mixed = jnp.concatenate([same[:1], _pool(5)])
   np.testing.assert_allclose(scoring.mc_log_probs(state, mixed, jax.random.key(2), 4)[:, 0],
                              log_probs[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_declared_trunk_gives_the_same_samples():
+  pool = _pool(6)
+  whole = scoring.mc_log_probs(_state(), pool, jax.random.key(2), 3)
+  split = scoring.mc_log_probs(_state(_model(SplitNet)), pool, jax.random.key(2), 3)
+  np.testing.assert_allclose(split, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_a_plain_linen_module_trains_and_chooses():
+  state = _state(Logistic(3))  # uint8 images as they are
+  pool, labels = _pool(), jnp.arange(48) % 3
+  state, _ = jax.jit(lambda s: training.fit(s, pool, labels, jnp.arange(48) < 12,
+                                            jax.random.key(3), epochs=2, batch_size=4))(state)
+  assert int(state.step) == 6
+  for name in ("entropy", "coreset"):
+    picked = jax.jit(acquisition.make(name, k=4, chunk_size=16))(
+        state, pool, jnp.arange(48) >= 12, jax.random.key(1), jnp.arange(48) < 12).indices
+    assert np.all(np.asarray(picked) >= 12) and len(set(np.asarray(picked).tolist())) == 4
 
 
 def test_embeddings_are_the_input_of_the_last_linear():
