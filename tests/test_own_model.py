@@ -5,9 +5,11 @@ optimiser and train step; the one-line errors of a model that cannot do what is 
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import flax.linen as nn
 import jax
@@ -18,6 +20,7 @@ import pytest
 from flax import nnx
 
 from al_jax import acquisition, experiment, model_api, model_registry, scoring, strategies
+from al_jax import results as results_lib
 from al_jax import training
 from al_jax.config import Config, ConfigError
 from al_jax.user_training import UserTraining
@@ -295,25 +298,46 @@ class Net(nnx.Module):
 '''
 
 
+def _job_results(workdir):
+  """{results file relative to workdir: records without timings} of a whole job."""
+  return {os.path.relpath(path, workdir): [{k: v for k, v in r.items() if k != "round_s"}
+                                           for r in results_lib.read_results(str(path))]
+          for path in sorted(workdir.rglob("results.jsonl"))}
+
+
 @pytest.mark.slow
-def test_run_py_takes_a_model_file_and_resumes_with_it(tmp_path):
+def test_run_py_takes_a_model_file_kill_9_and_resume(tmp_path):
   (tmp_path / "net.py").write_text(textwrap.dedent(MODEL_FILE))
-  workdir = tmp_path / "work"
   args = [sys.executable, os.path.join(ROOT, "experiments", "run.py"), "--data_dir=sample",
-          "--model=net.py:Net", "--metric=bald,coreset", "--pool_size=60", "--test_size=40",
-          "--initial_size=10", "--query_size=5", "--epochs_per_round=1", "--min_steps=4",
-          "--batch_size=8", "--chunk_size=30", "--eval_batch_size=40", "--mc_samples=3",
-          f"--workdir={workdir}"]
+          "--model=net.py:Net", "--metric=entropy,bald,batchbald,coreset,badge,typiclust",
+          "--pool_size=60", "--test_size=40", "--initial_size=10", "--query_size=5",
+          "--rounds=4", "--epochs_per_round=1", "--min_steps=4", "--batch_size=8",
+          "--chunk_size=30", "--eval_batch_size=40", "--mc_samples=3", "--batch_configs=20",
+          "--typiclust_neighbors=3", "--vmap_runs=false", "--plot=false"]
   env = {**os.environ, "PYTHONPATH": ROOT}
-  run = lambda rounds: subprocess.run(args + [f"--rounds={rounds}"], cwd=tmp_path, env=env,
-                                      capture_output=True, text=True, timeout=300)
-  first = run(2)
-  assert first.returncode == 0, first.stderr[-2000:]
-  assert json.loads((workdir / "config.json").read_text())["model"] == f"{tmp_path}/net.py:Net"
-  again = run(2)  # the same job: resumed, nothing left to do
+  cli = lambda workdir: subprocess.run(args + [f"--workdir={workdir}"], cwd=tmp_path, env=env,
+                                       capture_output=True, text=True, timeout=400)
+  whole = cli(tmp_path / "whole")
+  assert whole.returncode == 0, whole.stderr[-2000:]
+  saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+  assert saved["model"] == f"{tmp_path}/net.py:Net"
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen(args + [f"--workdir={workdir}"], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (workdir / "checkpoints" / "2").exists() and time.time() < deadline \
+      and proc.poll() is None:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = {len(r) for r in _job_results(workdir).values()}
+  assert len(done_before) == 1 and 2 <= done_before.pop() < 4, "the run was not interrupted"
+  again = cli(workdir)
   assert again.returncode == 0 and "resuming" in again.stderr, again.stderr[-2000:]
+  assert _job_results(workdir) == _job_results(tmp_path / "whole")
   bad = subprocess.run(args[:3] + ["--model=net.py:Missing", f"--workdir={tmp_path}/w2"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
       f"error: {tmp_path / 'net.py'} defines no 'Missing'; give "
       f"--model={tmp_path / 'net.py'}:ClassName")
+  assert not (tmp_path / "w2").exists()
