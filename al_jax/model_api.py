@@ -13,8 +13,8 @@ data set holds them (uint8), each adapter turning them into the module's inputs:
   missing(need, variables) -> None | why not               "samples" or "embeddings"
 
 Three adapters: `TrunkHeadModel` (al_jax's own CNNs, `models.TrunkHeadCNN`),
-`NnxModel` (a user's Flax NNX module: the usual case, see `from_user`) and `LinenModel`
-(a user's Linen module mapping images to logits). A user's model needs only to map
+`NnxModel` (a user's Flax NNX module: the usual case) and `LinenModel` (a user's Linen
+module mapping images to logits); `model_registry.create` builds the right one by name. A user's model needs only to map
 images to logits; the rest is detected:
 
 * stochastic passes ("samples": bald, batchbald, ...): the module's own dropout, run at
@@ -31,8 +31,10 @@ images to logits; the rest is detected:
   the trunk once before the K passes (an optimisation; the default is the whole model
   K times).
 
-The strategies and `training` go through the functions below (`logits`,
-`stochastic_log_probs`, `penultimate`); no strategy knows a module's keyword arguments.
+The state (`training.TrainState`) holds the adapter as `state.model`; `TrainState.logits`
+calls its logits / train_logits, the strategies (`al_jax.scoring`) `stochastic_log_probs`
+and `penultimate` below, so no strategy knows a module's keyword arguments. `check`
+tries a model once, on the host, before a job starts (`experiment.check_model`).
 """
 
 import contextvars
