@@ -16,7 +16,8 @@ import dataclasses
 import json
 from typing import Any
 
-from al_jax import cold_start, datasets, metrics, models, recipes, specs, strategies
+from al_jax import (cold_start, datasets, metrics, model_registry, recipes, specs,
+                    strategies)
 
 PROTOCOLS = ("pool", "reselect")
 RUN_LAYOUTS = ("auto", "true", "false")
@@ -101,7 +102,9 @@ class Config:
                              "(small head, for tiny labeled sets) (default: the data set's, "
                              "by channels for a folder or tfds set: grey mnist_cnn, colour "
                              "fruits_net3; with --recipe=small_budget pooled_cnn instead of "
-                             "mnist_cnn).")
+                             "mnist_cnn); a registered model's name; or your own Flax NNX "
+                             "or Linen module class, path/to/file.py:Name or "
+                             "package.module:Name (README, Your own model).")
   recipe: str | None = option(None, "training", "Training defaults (al_jax.recipes). "
                               "small_budget (the pool protocol's default): --min_steps=250, "
                               "--batch_size=32, pooled_cnn for grey images. paper "
@@ -177,6 +180,8 @@ class Config:
       object.__setattr__(self, name, tuple(getattr(self, name)))
     if self.classes is not None:
       object.__setattr__(self, "classes", tuple(self.classes))
+    if self.model is not None:  # a model file by its absolute path: resumable from anywhere
+      object.__setattr__(self, "model", model_registry.resolve(self.model))
     if self.initial_selection == "random":  # the default, spelled out
       object.__setattr__(self, "initial_selection", None)
     if not self.metrics:
@@ -222,7 +227,10 @@ class Config:
     if self.protocol == "reselect" and self.ensemble_size > 1:
       raise ConfigError("--ensemble_size > 1 needs --protocol=pool")
     if self.model is not None:
-      _check_choice("model", self.model, tuple(models.MODELS))
+      try:
+        model_registry.check_name(self.model)
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     self._positive("epochs_per_round", "batch_size", "ensemble_size", "patience")
     if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or \
         self.min_steps < 0:

@@ -39,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from al_jax import (acquisition, datasets, results, rng, scoring, sharding, strategies,
-                    streaming, training)
+from al_jax import (acquisition, datasets, model_api, model_registry, models, results, rng,
+                    scoring, sharding, specs, strategies, streaming, training)
 from al_jax import workdir as workdir_lib
 from al_jax.checkpointing import Checkpointer
 from al_jax.config import Config, ConfigError
 from al_jax.round_program import pad_rows, round_program, static_config, use_vmap
+from al_jax.user_training import UserTraining
 
 
 @dataclasses.dataclass
@@ -159,14 +160,16 @@ class RoundLoop:
 
   def __init__(self, config: Config, data: PreparedData, workdir: str, *,
                keep_checkpoints: int = 3, devices: int = 0,
-               data_parallel_training: bool = False):
+               data_parallel_training: bool = False,
+               user_training: UserTraining | None = None):
     self.config, self.data = config, data
     self.runs = runs = config.runs
     self.layout = layout = sharding.plan(len(runs), devices, data_parallel_training)
     logging.info("%d run(s) on %s", len(runs), layout.describe())
     vmap, on_mesh = use_vmap(config.vmap_runs), layout if layout.num_devices > 1 else None
     self.program = round_program(static_config(config), len(data.class_names),
-                                 tuple(data.image_shape), data.num_pool, vmap, on_mesh)
+                                 tuple(data.image_shape), data.num_pool, vmap, on_mesh,
+                                 user_training)
     self.protocol = self.program.protocol
     first_carry = {seed: self.protocol.initial_carry(seed, data.pool) for seed in config.seeds}
     self.initial = {seed: np.flatnonzero(np.asarray(c["labeled"])[:data.num_pool]).tolist()
@@ -342,7 +345,8 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
         data: PreparedData | None = None, plot: bool = False,
         keep_checkpoints: int = 3, devices: int = 0,
         data_parallel_training: bool = False,
-        on_round: Callable[[int, list[dict]], None] | None = None) -> results.Runs:
+        on_round: Callable[[int, list[dict]], None] | None = None,
+        user_training: UserTraining | None = None) -> results.Runs:
   """Runs (or resumes) every (metric, seed) of `config`; returns the records by run.
 
   `data` reuses an already loaded data set; `keep_checkpoints` rounds of checkpoints are
@@ -350,15 +354,18 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
   `data_parallel_training`: split training batches over the devices of a run too
   (`sharding.plan`); `on_round(round, records)`: called after each round is saved and
   written, with one record per run (an exception it raises stops the job there, as a
-  kill between rounds would). Writes the workdir described above (process 0 only, when
-  there are several).
+  kill between rounds would); `user_training`: a user's optimiser, loss or train step
+  (`al_jax.user_training`; give it again to resume). Writes the workdir described above
+  (process 0 only, when there are several).
   """
   data = data or prepare_data(config)
   config.check_budget(data.num_pool)
+  check_model(config, data)
   writer = jax.process_index() == 0
   workdir_lib.check_workdir(config, workdir, overwrite, write=writer)
   loop = RoundLoop(config, data, workdir, keep_checkpoints=keep_checkpoints, devices=devices,
-                   data_parallel_training=data_parallel_training)
+                   data_parallel_training=data_parallel_training,
+                   user_training=user_training)
   runs = loop.runs
   try:
     start = loop.resume()
@@ -386,6 +393,24 @@ def run(config: Config, workdir: str, *, overwrite: bool = False,
     plotting.plot_all({m: [by_run[(m, s)] for s in config.seeds] for m in config.metrics},
                       workdir, title=describe(config))
   return by_run
+
+
+def check_model(config: Config, data: PreparedData) -> None:
+  """ConfigError (one line) unless the job's model maps the data's images to logits of
+  its classes and has what its strategies need (`model_api.check`); al_jax's own CNNs
+  declare it all and are not run."""
+  name = config.model_name(tuple(data.image_shape))
+  if name in models.MODELS:
+    return
+  needs = {strategies.get(m).needs for m in config.metrics}
+  if config.ensemble_size > 1:  # an ensemble's members are its samples
+    needs.discard("samples")
+  try:
+    model = model_registry.create(name, specs.get(config.dataset), len(data.class_names))
+    model_api.check(model, tuple(data.image_shape), len(data.class_names),
+                    tuple(sorted(needs)))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _check_finite(train_loss: np.ndarray, runs: tuple, r: int) -> None:

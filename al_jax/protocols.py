@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from al_jax import acquisition, cold_start, models, scoring, specs, training
+from al_jax import acquisition, cold_start, model_registry, scoring, specs, training
 from al_jax.augment import Augment
 from al_jax.config import Config
 from al_jax.rng import HOLDOUT, INIT, INITIAL_SET, QUERY, TRAIN, stream_key
+from al_jax.user_training import UserTraining
 
 STOP_SET_SIZE = 2000  # pool images whose predictions pool_changed compares, at most
 
@@ -82,12 +83,14 @@ def prediction_change(before: training.TrainState, after: training.TrainState,
 class Protocol:
   """What both protocols share: the model, optimiser, strategies and evaluation."""
 
-  def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...]):
+  def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...],
+               user_training: UserTraining | None = None):
     self.config = config
     spec = specs.get(config.dataset)
-    self.model = models.create_model(spec, num_classes, model=config.model_name(image_shape))
-    self.tx = training.make_optimizer(config.learning_rate, config.momentum,
-                                      config.weight_decay)
+    self.model = model_registry.create(config.model_name(image_shape), spec, num_classes)
+    self.user_training = user_training or UserTraining()
+    self.tx = self.user_training.optimizer or training.make_optimizer(
+        config.learning_rate, config.momentum, config.weight_decay)
     self.image_shape = image_shape
     self.num_rounds = config.num_rounds
     self.strategies = tuple(
@@ -102,8 +105,10 @@ class Protocol:
     return self.config.query_size
 
   def init_state(self, key: jax.Array) -> training.TrainState:
-    return training.create_train_state(self.model, key, self.image_shape, self.tx,
-                                       members=self.members)
+    state = training.create_train_state(self.model, key, self.image_shape, self.tx,
+                                        members=self.members)
+    return state.replace(loss_fn=self.user_training.loss,
+                         step_fn=self.user_training.train_step)
 
   def initial_carry(self, seed: int, pool: dict[str, np.ndarray]) -> dict:
     """The carry of run `seed` before round 0 (host arrays and one jitted init)."""
@@ -237,8 +242,8 @@ class ReselectProtocol(Protocol):
   """The authors' protocol: each epoch, rescore everything and train on the best batches."""
 
   def __init__(self, config: Config, num_classes: int, image_shape: tuple[int, ...],
-               num_valid: int):
-    super().__init__(config, num_classes, image_shape)
+               num_valid: int, user_training: UserTraining | None = None):
+    super().__init__(config, num_classes, image_shape, user_training)
     self.num_batches = num_valid // config.batch_size
 
   @property
@@ -265,8 +270,9 @@ class ReselectProtocol(Protocol):
 
 
 def make_protocol(config: Config, num_classes: int, image_shape: tuple[int, ...],
-                  num_valid: int) -> Protocol:
-  """The protocol object of `config` (pure functions of its static settings)."""
+                  num_valid: int, user_training: UserTraining | None = None) -> Protocol:
+  """The protocol object of `config` (pure functions of its static settings), training
+  as `user_training` says (None: al_jax's SGD and cross-entropy)."""
   if config.protocol == "pool":
-    return PoolProtocol(config, num_classes, image_shape)
-  return ReselectProtocol(config, num_classes, image_shape, num_valid)
+    return PoolProtocol(config, num_classes, image_shape, user_training)
+  return ReselectProtocol(config, num_classes, image_shape, num_valid, user_training)

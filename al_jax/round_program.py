@@ -99,18 +99,20 @@ class RoundProgram:
 
 
 def round_program(config: Config, num_classes: int, image_shape: tuple[int, ...],
-                  num_valid: int, vmap: bool, layout: sharding.Layout | None = None
-                  ) -> RoundProgram:
+                  num_valid: int, vmap: bool, layout: sharding.Layout | None = None,
+                  user_training=None) -> RoundProgram:
   """The RoundProgram of `config`. Jobs that differ only in seeds, data folder or run
   layout flag share it (and its compiled code); call with `static_config(config)`.
-  `layout`: the devices (None: one device)."""
-  return _round_program(config, num_classes, image_shape, num_valid, vmap, layout)
+  `layout`: the devices (None: one device); `user_training`: a user's optimiser, loss
+  or train step (`al_jax.user_training`)."""
+  return _round_program(config, num_classes, image_shape, num_valid, vmap, layout,
+                        user_training)
 
 
 @functools.lru_cache(maxsize=8)
-def _round_program(config, num_classes, image_shape, num_valid, vmap, layout):
-  return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid),
-                      vmap, layout)
+def _round_program(config, num_classes, image_shape, num_valid, vmap, layout, user_training):
+  return RoundProgram(protocols.make_protocol(config, num_classes, image_shape, num_valid,
+                                              user_training), vmap, layout)
 
 
 def static_config(config: Config) -> Config:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from al_jax import batch_acquisition, metrics
+from al_jax import batch_acquisition, metrics, model_api
 from al_jax.training import TrainState, data_ways, pad_to_multiple, split_over_data_axis
 
 
@@ -179,18 +179,11 @@ def mc_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_sampl
 
   images: [B, H, W, C] uint8. Batch norm uses its running statistics; pass k drops the
   same units for every image (its key is fold_in(key, k), whatever the chunk), so the
-  samples are consistent across the pool, as BatchBALD needs. The model's trunk (all
-  before the first dropout) runs once; only the head runs K times, vmapped over k.
+  samples are consistent across the pool, as BatchBALD needs. A model's deterministic
+  trunk (al_jax's CNNs: all before the first dropout) runs once; only the head runs K
+  times, vmapped over k (`model_api.stochastic_log_probs`).
   """
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  features = state.apply_fn(variables, images, train=False, stage="trunk")
-
-  def one_pass(k):
-    logits = state.apply_fn(variables, features, train=False, stage="head", mc_dropout=True,
-                            rngs={"dropout": jax.random.fold_in(key, k)})
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-
-  return jax.vmap(one_pass)(jnp.arange(num_samples))
+  return model_api.stochastic_log_probs(state, images, key, num_samples)
 
 
 def sample_log_probs(state: TrainState, images: jax.Array, key: jax.Array, num_samples: int
@@ -220,14 +213,12 @@ def pool_embeddings(state: TrainState, images: jax.Array, kind: str, *, chunk_si
 def embeddings(state: TrainState, images: jax.Array, kind: str) -> jax.Array:
   """Per-image embeddings in inference mode.  images: [B, H, W, C] -> [B, E].
 
-  kind "penultimate": the input of the last dense layer, E = D (core-set);
+  kind "penultimate": the model's embeddings, by default the input of its last dense layer, E = D (core-set);
   "gradient": BADGE's last-layer gradient embedding at the predicted label, E = C * D
   (`batch_acquisition.badge_embeddings`). An ensemble concatenates its members' (E * M).
   """
   def one(member):
-    variables = {"params": member.params, "batch_stats": member.batch_stats}
-    logits, penultimate = member.apply_fn(variables, images, train=False,
-                                          with_penultimate=True)
+    logits, penultimate = model_api.penultimate(member, images)
     penultimate = penultimate.astype(jnp.float32)
     if kind == "penultimate":
       return penultimate

@@ -13,15 +13,14 @@ import contextvars
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 from jax import lax
 
+from al_jax import model_api
 from al_jax.augment import Augment
-
 
 Batch = dict[str, jax.Array]
 DATA_AXIS = "data"  # the mesh axis that batches and pool chunks are split over
@@ -72,9 +71,19 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
-  apply_fn: Any = struct.field(pytree_node=False)
+  model: Any = struct.field(pytree_node=False)  # al_jax.model_api adapter
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   members: int = struct.field(pytree_node=False, default=0)
+  # A user's training (al_jax.user_training): loss(logits [B, C], labels [B]) -> [] in
+  # place of cross-entropy; step(state, batch, key) -> (state, metrics) in place of
+  # train_step's SGD step (metrics with "loss" and "accuracy").
+  loss_fn: Any = struct.field(pytree_node=False, default=None)
+  step_fn: Any = struct.field(pytree_node=False, default=None)
+
+  @property
+  def apply_fn(self):
+    """The Linen module's `apply` (Linen models only)."""
+    return self.model.apply
 
   def logits(self, images: jax.Array, train: bool = False, key: jax.Array | None = None,
              params: Any = None):
@@ -88,9 +97,9 @@ class TrainState(struct.PyTreeNode):
     variables = {"params": self.params if params is None else params,
                  "batch_stats": self.batch_stats}
     if not train:
-      return self.apply_fn(variables, images, train=False)
-    return self.apply_fn(variables, images, train=True, rngs={"dropout": key},
-                         mutable=["batch_stats"])
+      return self.model.logits(variables, images)
+    logits, batch_stats = self.model.train_logits(variables, images, key)
+    return logits, {"batch_stats": batch_stats}
 
   def per_member(self, fn, *args):
     """fn(member_state, *member_args) over the ensemble's members by `vmap`; every arg
@@ -106,19 +115,21 @@ def make_optimizer(learning_rate: float, momentum: float, weight_decay: float):
                      optax.sgd(learning_rate, momentum=momentum))
 
 
-def create_train_state(model: nn.Module, key: jax.Array, image_shape: tuple[int, ...],
+def create_train_state(model: Any, key: jax.Array, image_shape: tuple[int, ...],
                        tx: optax.GradientTransformation, members: int = 0) -> TrainState:
   """Fresh parameters for images of shape [H, W, C]; with members = M > 0 an ensemble
-  of M models initialised from fold_in(key, m)."""
+  of M models initialised from fold_in(key, m). model: a Linen module or a
+  `model_api` adapter (`model_api.adapt`)."""
+  model = model_api.adapt(model)
   if members:
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
     state = jax.vmap(lambda k: create_train_state(model, k, image_shape, tx))(keys)
     return state.replace(members=members)
-  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+  variables = model.init(key, tuple(image_shape))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables["batch_stats"], opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx)
+                    model=model, tx=tx)
 
 
 def classification_metrics(logits: jax.Array, labels: jax.Array,
@@ -140,11 +151,17 @@ def classification_metrics(logits: jax.Array, labels: jax.Array,
 
 
 def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
-  """One SGD step on batch {"image": uint8 [B,H,W,C], "label": int [B]}."""
+  """One SGD step on batch {"image": uint8 [B,H,W,C], "label": int [B]} (the state's own
+  `step_fn` or `loss_fn` where it has one)."""
+  if state.step_fn is not None:
+    return state.step_fn(state, batch, key)
 
   def loss_fn(params):
     logits, updates = state.logits(batch["image"], train=True, key=key, params=params)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    if state.loss_fn is not None:
+      loss = state.loss_fn(logits, batch["label"])
+    else:
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, (logits, updates["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -44,7 +44,9 @@ flags.DEFINE_integer("validation_size", 10, "Further random images of the first 
 flags.DEFINE_integer("image_size", 32, "Images are resized to this side for the model.")
 flags.DEFINE_integer("epochs_per_round", 20, "Training epochs on the labels per round.")
 flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the model.")
-flags.DEFINE_string("model", None, "CNN: mnist_cnn or fruits_net3 (default by channels).")
+flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (default by "
+                    "channels), or your own Flax NNX or Linen module class, "
+                    "path/to/file.py:Name or package.module:Name (README, Your own model).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
                     "lets other machines reach the page (a warning is printed).")
 flags.DEFINE_integer("port", 0, "Port (0: the workdir's last one when free, else a "
