@@ -22,8 +22,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from flax import nnx
 
-from al_jax import datasets
+from al_jax import datasets, model_registry
 from al_jax.labeling import images as images_lib
 from al_jax.labeling import headless, server, session, store as store_lib
 
@@ -522,6 +523,30 @@ def test_kill_9_mid_batch_and_mid_round_loses_and_repeats_nothing(tmp_path):
   assert [(i, l) for i, l, _ in _rows(workdir)] == [(i, given[i]) for i in batch]
   exported = list(csv.DictReader(open(os.path.join(workdir, "labels.csv"))))
   assert len(exported) == len(batch) and {r["round"] for r in exported} == {"0"}
+
+
+class _NoDropout(nnx.Module):
+  """A user's model (NNX) without dropout: BALD's passes would all be the same."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
+    self.out = nnx.Linear(16 * 16 * 3, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(x.reshape(x.shape[0], -1))
+
+
+def test_a_model_that_cannot_serve_the_strategy_is_one_line_before_the_workdir(tmp_path):
+  model_registry.register_model("test_label_no_dropout", _NoDropout, replace=True)
+  try:
+    images = session.open_images(SAMPLE, None, SMALL.image_size)
+    settings = session.Settings(**{**SMALL.__dict__, "metric": "bald",
+                                   "model": "test_label_no_dropout"})
+    with pytest.raises(session.LabelError, match="has no dropout") as error:
+      session.LabelSession(images, str(tmp_path / "work"), settings)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "work").exists()  # nothing written
+  finally:
+    model_registry.unregister_model("test_label_no_dropout")
 
 
 @pytest.mark.slow

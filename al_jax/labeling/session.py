@@ -154,9 +154,6 @@ class LabelSession:
           rounds=num + 1, epochs_per_round=settings.epochs_per_round, chunk_size=chunk)
     except ConfigError as error:
       raise LabelError(str(error)) from error
-    os.makedirs(workdir, exist_ok=True)
-    self.store = store_lib.LabelStore(os.path.join(workdir, "labels.sqlite"))
-    self._check_setup(images_arg)
     rng = np.random.default_rng(settings.seed)
     self.validation = np.sort(rng.permutation(num)[:settings.validation_size])
     self._validation_set = set(self.validation.tolist())
@@ -169,6 +166,13 @@ class LabelSession:
          "labels": np.zeros(len(self.validation), np.int32),
          "valid": np.zeros(len(self.validation), bool)},
         self.classes, "data_dir", chunk)
+    try:  # a user's --model that cannot serve: one line, before anything is written
+      experiment.check_model(self.config, data)
+    except ConfigError as error:
+      raise LabelError(str(error)) from error
+    os.makedirs(workdir, exist_ok=True)
+    self.store = store_lib.LabelStore(os.path.join(workdir, "labels.sqlite"))
+    self._check_setup(images_arg)
     self.loop = experiment.RoundLoop(self.config, data, workdir)
     self.loop.resume()
     self.lock = threading.RLock()
