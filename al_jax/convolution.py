@@ -32,12 +32,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None,
-                         preferred_element_type=None, **kwargs) -> jax.Array:
+                         preferred_element_type=None, out_sharding=None) -> jax.Array:
   """`lax.conv_general_dilated`'s signature and values; lhs [B, ..., C] etc. as there."""
   fast = (jax.default_backend() == "cpu" and lhs.ndim == 4 and _ones(window_strides)
           and _ones(lhs_dilation) and _ones(rhs_dilation) and feature_group_count == 1
           and batch_group_count == 1 and precision is None
-          and preferred_element_type is None and not kwargs)
+          and preferred_element_type is None and out_sharding is None)
   if fast:
     numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     lhs_spec, rhs_spec, out_spec = numbers
@@ -50,7 +50,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   if not fast:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type, **kwargs)
+        feature_group_count, batch_group_count, precision, preferred_element_type,
+        out_sharding=out_sharding)
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   kernel = kernel.astype(x.dtype) if kernel.dtype != x.dtype else kernel
   y = conv2d(x, kernel)  # [N, H', W', O]

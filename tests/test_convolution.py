@@ -61,3 +61,40 @@ def test_linen_and_nnx_layers_take_it_and_vmap_over_runs():
     np.testing.assert_allclose(out, lax.conv_general_dilated(x, k, (1, 1), "SAME",
                                                              dimension_numbers=NHWC),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_outside_model_benchmark_times_every_way():
+  """experiments/benchmark.py --outside_model at a tiny size: every way is timed."""
+  from al_jax import benchmarking
+  out = benchmarking.outside_model(steps=2, batch_size=4, runs=2, repeats=1)
+  ways = [f"{w}_{c}" for c in ("xla_conv", "al_jax_conv")
+          for w in ("own_jitted_step", "fit", "2_runs_vmap", "2_runs_lax_map")]
+  assert sorted(out["seconds"]) == sorted(ways)
+  assert all(s > 0 for s in out["seconds"].values())
+  assert set(out["fit_over_own_step"]) == {"xla_conv", "al_jax_conv"}
+
+
+class _NnxNet(nnx.Module):
+  """A user's NNX CNN that says nothing about convolutions."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+    self.out = nnx.Linear(4 * 8 * 8, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(nnx.relu(self.conv(x)).reshape(x.shape[0], -1))
+
+
+def test_a_users_nnx_convolutions_take_the_fast_path_with_the_same_values():
+  from al_jax import model_api
+  model = model_api.NnxModel(lambda rngs: _NnxNet(3, rngs=rngs))
+  variables = model.init(jax.random.key(0), (8, 8, 1))
+  images = jax.random.randint(jax.random.key(1), (2, 8, 8, 1), 0, 256).astype(jnp.uint8)
+  traced = str(jax.make_jaxpr(lambda v: model.logits(v, images))(variables))
+  assert "custom_vjp_call" in traced  # models.conv2d, not XLA's convolution gradient
+  plain = _NnxNet(3, rngs=nnx.Rngs(0))  # the same module as the user runs it
+  nnx.update(plain, nnx.State.merge(*[
+      nnx.from_flat_state([(tuple(k.split("/")), v) for k, v in variables["params"].items()])]))
+  np.testing.assert_allclose(model.logits(variables, images),
+                             plain(images.astype(jnp.float32)), rtol=1e-5, atol=1e-5)
