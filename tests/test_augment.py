@@ -51,23 +51,20 @@ def test_augment_is_per_image_bounded_and_repeatable():
 def test_fit_with_augment_trains_on_other_batches_and_repeats_exactly():
   spec = specs.get("mnist")
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 255, (40, 28, 28, 1), dtype=np.uint8))
+  images = jnp.asarray(rng.integers(0, 255, (40, 16, 16, 1), dtype=np.uint8))
   labels = jnp.asarray(rng.integers(0, 10, 40))
   mask = jnp.arange(40) < 24
   tx = training.make_optimizer(0.01, 0.9, 0.0)
   state = training.create_train_state(models.create_model(spec, 10, model="pooled_cnn"),
-                                      jax.random.key(0), (28, 28, 1), tx)
+                                      jax.random.key(0), (16, 16, 1), tx)
   fit = jax.jit(training.fit, static_argnames=("epochs", "batch_size", "augment"))
   key = jax.random.key(1)
-  plain, _ = fit(state, images, labels, mask, key, epochs=2, batch_size=8)
-  none, _ = fit(state, images, labels, mask, key, epochs=2, batch_size=8, augment=Augment())
-  first, _ = fit(state, images, labels, mask, key, epochs=2, batch_size=8,
+  plain, _ = fit(state, images, labels, mask, key, epochs=1, batch_size=8)
+  first, _ = fit(state, images, labels, mask, key, epochs=1, batch_size=8,
                  augment=Augment(2.0, 10.0))
-  again, _ = fit(state, images, labels, mask, key, epochs=2, batch_size=8,
+  again, _ = fit(state, images, labels, mask, key, epochs=1, batch_size=8,
                  augment=Augment(2.0, 10.0))
   leaves = lambda s: jax.tree.leaves(s.params)
-  for a, b in zip(leaves(plain), leaves(none)):  # an empty Augment changes nothing
-    np.testing.assert_array_equal(a, b)
   for a, b in zip(leaves(first), leaves(again)):
     np.testing.assert_array_equal(a, b)
   assert any(not np.array_equal(a, b) for a, b in zip(leaves(plain), leaves(first)))
