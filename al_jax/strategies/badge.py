@@ -4,21 +4,20 @@ the predicted label, so the batch is both uncertain (large gradients) and divers
 
 import dataclasses
 
-import jax.numpy as jnp
-
 from al_jax import batch_acquisition, scoring
 from al_jax.strategies import base
 
 
 @dataclasses.dataclass(frozen=True)
 class Badge:
+  """The k available images k-means++ seeds on gradient embeddings [N, C * D]."""
   k: int
   chunk_size: int = 1000
 
   def __call__(self, state, images, available, key, labeled=None) -> base.Selection:
     features = scoring.pool_embeddings(state, images, "gradient", chunk_size=self.chunk_size)
     indices = batch_acquisition.kmeans_pp(features, available, self.k, key)
-    return base.picked(indices, jnp.zeros((self.k,), jnp.float32))
+    return base.picked_set(indices)
 
 
 base.register(base.Strategy("badge", lambda k, chunk_size, o: Badge(k, chunk_size),

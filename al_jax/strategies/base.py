@@ -185,6 +185,11 @@ def top_k_selection(scores: jax.Array, indices: jax.Array) -> Selection:
   return Selection(jnp.where(scores > -jnp.inf, indices, -1), scores)
 
 
+def picked_set(indices: jax.Array) -> Selection:
+  """A jointly chosen set [k] (-1 = none), which has no per-image score: scores 0."""
+  return picked(indices, jnp.zeros(indices.shape, jnp.float32))
+
+
 def picked(indices: jax.Array, scores: jax.Array) -> Selection:
   """A Selection of chosen indices [k] (-1 = none) with their scores, -inf at -1."""
   return Selection(indices, jnp.where(indices >= 0, scores, -jnp.inf).astype(jnp.float32))

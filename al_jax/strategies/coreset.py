@@ -4,14 +4,14 @@ pick is the available image farthest from the labeled set and the picks before i
 
 import dataclasses
 
-import jax.numpy as jnp
-
 from al_jax import batch_acquisition, scoring
 from al_jax.strategies import base
 
 
 @dataclasses.dataclass(frozen=True)
 class CoreSet:
+  """The k available images greedy k-center adds to the labeled set, on penultimate
+  embeddings [N, D]."""
   k: int
   chunk_size: int = 1000
 
@@ -21,7 +21,7 @@ class CoreSet:
                        "key, labeled)")
     features = scoring.pool_embeddings(state, images, "penultimate", chunk_size=self.chunk_size)
     indices = batch_acquisition.coreset(features, labeled, available, self.k)
-    return base.picked(indices, jnp.zeros((self.k,), jnp.float32))
+    return base.picked_set(indices)
 
 
 base.register(base.Strategy("coreset", lambda k, chunk_size, o: CoreSet(k, chunk_size),
