@@ -117,8 +117,9 @@ def load_job(workdir: str) -> tuple[dict, dict[str, list[list[dict]]], str]:
 
 def load_groups(root: str) -> dict[str, tuple[dict, dict[str, list[list[dict]]], str]]:
   """SCALE=full: the workdirs NAME_sSEED under root merged per NAME, like `load_job`'s
-  result, labelled by NAME without its data set ("random_small_budget"); each group is
-  cut to the rounds all its seeds finished, and its config lists every seed done."""
+  result, labelled by NAME without its data set ("random_small_budget"): the seeds whose
+  job finished (summary.json) when there are any, else all, cut to the rounds they all
+  did; config["seed_rounds"] lists the rounds every seed did, finished or not."""
   found: dict[str, list[str]] = {}
   for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
     if os.path.exists(os.path.join(root, name, "config.json")):
@@ -126,17 +127,21 @@ def load_groups(root: str) -> dict[str, tuple[dict, dict[str, list[list[dict]]],
   order = {g: i for i, g in enumerate(FULL_GROUPS)}
   groups = {}
   for group in sorted(found, key=lambda g: (order.get(g, len(order)), g)):
-    loaded = [load_job(os.path.join(root, name)) for name in found[group]]
+    loaded = [load_job(os.path.join(root, name)) + (
+        os.path.exists(os.path.join(root, name, "summary.json")),) for name in found[group]]
     loaded = [job for job in loaded if job[1]]
     if not loaded:
       continue
+    rounds = [len(r) for _, runs, _, _ in loaded for v in runs.values() for r in v]
+    if any(done for *_, done in loaded):  # the tables: the finished seeds only
+      loaded = [job for job in loaded if job[3]]
     label = group.split("_", 1)[1]
-    seed_runs = [r for _, runs, _ in loaded for v in runs.values() for r in v]
+    seed_runs = [r for _, runs, _, _ in loaded for v in runs.values() for r in v]
     length = min(len(r) for r in seed_runs)
-    config = {**loaded[0][0], "seeds": sorted({s for c, _, _ in loaded for s in c["seeds"]}),
-              "seed_rounds": [len(r) for r in seed_runs]}
+    config = {**loaded[0][0], "seeds": sorted({s for c, *_ in loaded for s in c["seeds"]}),
+              "seed_rounds": rounds}
     groups[group] = (config, {label: [r[:length] for r in seed_runs]},
-                     "\n".join(c for _, _, c in loaded if c))
+                     "\n".join(c for _, _, c, _ in loaded if c))
   return groups
 
 
@@ -345,8 +350,9 @@ def build(runs_dir: str, scale: str, out: str, recipe_search: str = "") -> str:
     return "\n".join(parts + ["No job has finished a round yet.\n"])
   if scale == "full":
     parts.append("How far each strategy got: one workdir (one run.py job) per strategy and "
-                 "seed, the rounds each seed finished, and the tables cut to the rounds all "
-                 "its seeds finished (a seed still running or stopped cuts them short). "
+                 "seed, and the rounds each seed did. The tables take a strategy's finished "
+                 "seeds (n says how many), or, while none has finished, all its seeds cut "
+                 "to the rounds they all did. "
                  "round_s is one run's whole round (training, evaluation and acquisition), "
                  "on a shared 2-core machine whose load varied:\n")
   else:

@@ -121,3 +121,8 @@ def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
   assert "| bald | 5.0 | +2.0 |" in text  # 5.0 s against random's 3.0 s a round
   assert "| random (n=2) | 0.750 +- 0.050 | 0.875 +- 0.025 |" in text
   assert "| bald (n=1) | 0.800 +- 0.000 | 0.950 +- 0.000 | 0.970 +- 0.000 |" in text
+  # Once a seed has finished, the tables take the finished seeds only.
+  (tmp_path / "full" / "mnist_random_s0" / "summary.json").write_text("{}")
+  config, runs, _ = study_report.load_groups(str(tmp_path / "full"))["mnist_random"]
+  assert config["seeds"] == [0] and config["seed_rounds"] == [3, 2]
+  assert [len(r) for r in runs["random"]] == [3]
