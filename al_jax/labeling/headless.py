@@ -12,27 +12,9 @@ from al_jax.labeling import store as store_lib
 def saved_setup(workdir: str) -> dict | None:
   """What a labeling workdir records of its images, classes and settings (None: no
   workdir yet, or one that records nothing)."""
-  if not os.path.isfile(os.path.join(workdir, "labels.sqlite")):
-    return None
-  return _setup(workdir)
-
-
-def reopen(workdir: str) -> session.LabelSession:
-  """The session of an existing labeling workdir, from what it records (for --predict)."""
   path = os.path.join(workdir, "labels.sqlite")
   if not os.path.isfile(path):
-    raise session.LabelError(f"{workdir} holds no labels.sqlite; run label.py with "
-                             "--images first")
-  setup = _setup(workdir)
-  if setup is None:
-    raise session.LabelError(f"{path} records no images; run label.py with --images first")
-  settings = session.Settings(**setup["settings"])
-  images = session.open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
-  return session.LabelSession(images, workdir, settings, images_arg=setup["images"])
-
-
-def _setup(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "labels.sqlite")
+    return None
   try:
     saved = store_lib.LabelStore(path)
     setup = saved.get_meta("setup")
@@ -41,6 +23,20 @@ def _setup(workdir: str) -> dict | None:
     raise session.LabelError(f"{path} is not readable ({error}); is it a label.py "
                              "workdir?") from error
   return setup
+
+
+def reopen(workdir: str) -> session.LabelSession:
+  """The session of an existing labeling workdir, from what it records (for --predict)."""
+  path = os.path.join(workdir, "labels.sqlite")
+  if not os.path.isfile(path):
+    raise session.LabelError(f"{workdir} holds no labels.sqlite; run label.py with "
+                             "--images first")
+  setup = saved_setup(workdir)
+  if setup is None:
+    raise session.LabelError(f"{path} records no images; run label.py with --images first")
+  settings = session.Settings(**setup["settings"])
+  images = session.open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
+  return session.LabelSession(images, workdir, settings, images_arg=setup["images"])
 
 
 def simulate(labeling: session.LabelSession, rounds: int) -> list[dict]:
