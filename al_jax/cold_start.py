@@ -24,8 +24,10 @@ LLOYD_STEPS = 10
 
 
 def pixel_embeddings(images: jax.Array) -> jax.Array:
-  """images: [N, H, W, C] uint8 -> [N, H*W*C] float32 in [0, 1]."""
-  return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+  """images: [N, H, W, C] uint8 -> [N, H*W*C] float32 in [0, 1]; feature vectors [N, D]
+  as they are, in float32."""
+  x = images.reshape(images.shape[0], -1).astype(jnp.float32)
+  return x / 255.0 if jnp.issubdtype(images.dtype, jnp.integer) else x
 
 
 def _nearest(x: jax.Array, centers: jax.Array) -> jax.Array:

@@ -400,7 +400,16 @@ def check_model(config: Config, data: PreparedData) -> None:
   its classes and has what its strategies need (`model_api.check`); al_jax's own CNNs
   declare it all and are not run."""
   name = config.model_name(tuple(data.image_shape))
+  if len(data.image_shape) == 1 and (config.augment_shift or config.augment_degrees):
+    raise ConfigError("--augment_shift and --augment_degrees shift and rotate images, and "
+                      f"this data set holds feature vectors [{data.image_shape[0]}]; set "
+                      "both to 0")
   if name in models.MODELS:
+    if (name == "mlp") != (len(data.image_shape) == 1):
+      holds = ("feature vectors [D]" if len(data.image_shape) == 1 else "images [H, W, C]")
+      raise ConfigError(f"--model={name} takes {'feature vectors' if name == 'mlp' else 'images'}"
+                        f" but this data set holds {holds}; leave --model unset to take "
+                        "the data set's own")
     return
   needs = {strategies.get(m).needs for m in config.metrics}
   if config.ensemble_size > 1:  # an ensemble's members are its samples

@@ -2,7 +2,8 @@
 
 A model here is an adapter over a Flax module with these pure functions of its
 variables {"params": P, "batch_stats": S} (S may be {}); images are [B, H, W, C] as the
-data set holds them (uint8), each adapter turning them into the module's inputs:
+data set holds them (uint8), or float32 feature vectors [B, D] (`models.input_dtype`),
+each adapter turning them into the module's inputs (vectors go in as they are):
 
   init(key, image_shape) -> variables                     fresh variables
   logits(variables, images) -> [B, C]                     inference
@@ -50,7 +51,7 @@ from flax import nnx
 from jax import lax
 
 from al_jax import convolution
-from al_jax.models import TrunkHeadCNN, normalize
+from al_jax.models import TrunkHeadCNN, input_dtype, normalize
 
 NEEDS_OF_MODEL = ("samples", "embeddings")
 
@@ -75,7 +76,8 @@ class Model(Protocol):
 
 
 def _inputs(images: jax.Array, mean, std) -> jax.Array:
-  """uint8 images -> float32 (x/255 - mean) / std (None: the images as they are)."""
+  """uint8 images -> float32 (x/255 - mean) / std (None: the images as they are);
+  float vectors as they are."""
   return images if mean is None else normalize(images, mean, std)
 
 
@@ -91,8 +93,9 @@ class TrunkHeadModel:
     return self.module.apply
 
   def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> dict:
-    variables = self.module.init(key, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
-    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    variables = self.module.init(key, jnp.zeros((1, *image_shape), input_dtype(image_shape)),
+                                 train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
   def logits(self, variables, images):
     return self.module.apply(variables, images, train=False)
@@ -100,7 +103,7 @@ class TrunkHeadModel:
   def train_logits(self, variables, images, key):
     logits, updates = self.module.apply(variables, images, train=True,
                                         rngs={"dropout": key}, mutable=["batch_stats"])
-    return logits, updates["batch_stats"]
+    return logits, updates.get("batch_stats", {})
 
   def trunk(self, variables, images):
     return self.module.apply(variables, images, train=False, stage="trunk")
@@ -150,7 +153,7 @@ class LinenModel:
                              **flag, **kwargs)
 
   def init(self, key, image_shape):
-    x = _inputs(jnp.zeros((1, *image_shape), jnp.uint8), self.mean, self.std)
+    x = _inputs(jnp.zeros((1, *image_shape), input_dtype(image_shape)), self.mean, self.std)
     train = {"train": False} if self._takes_train else {}
     variables = self.module.init({"params": key, "dropout": key}, x, **train)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
@@ -390,7 +393,9 @@ def check(model: Any, image_shape: tuple[int, ...], num_classes: int,
   model = adapt(model)
   name = getattr(model, "name", type(getattr(model, "module", model)).__name__)
   rng = np.random.default_rng(0)
-  images = jnp.asarray(np.repeat(rng.integers(0, 256, (1, *image_shape), np.uint8), 4, 0))
+  one = (rng.standard_normal((1, *image_shape), np.float32) if len(image_shape) == 1
+         else rng.integers(0, 256, (1, *image_shape), np.uint8))
+  images = jnp.asarray(np.repeat(one, 4, 0))
   try:
     variables = jax.jit(model.init, static_argnums=1)(jax.random.key(0), tuple(image_shape))
     out = jax.eval_shape(model.logits, variables, images)

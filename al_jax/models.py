@@ -1,8 +1,11 @@
-"""The two CNNs of the paper, in Flax Linen, as the authors' code builds them.
+"""The two CNNs of the paper, in Flax Linen, as the authors' code builds them, and a small
+MLP for feature vectors.
 
-Both map uint8 images `[B, H, W, C]` to logits `[B, num_classes]`: the model
+The CNNs map uint8 images `[B, H, W, C]` to logits `[B, num_classes]`: the model
 normalises its input itself (`mean`, `std` per channel, from the data set's spec), and
 the number of classes comes from the task so binary and 10-class runs share the code.
+`FeatureMLP` maps float32 vectors `[B, D]` (say, a pretrained backbone's embeddings),
+used as they are, to logits. `input_dtype` is the one rule for which inputs are which.
 Convolutions use a hand-written backward pass on XLA:CPU, where it was measured to be
 faster (docs/BENCHMARKS.md), and XLA's own convolution elsewhere (`conv_for_backend`).
 """
@@ -112,9 +115,18 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def input_dtype(input_shape: tuple[int, ...]) -> jnp.dtype:
+  """The dtype of one input of this shape: images [H, W, C] are uint8, feature vectors
+  [D] float32."""
+  return jnp.float32 if len(input_shape) == 1 else jnp.uint8
+
+
 def normalize(images: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]) -> jax.Array:
-  """uint8 images [..., H, W, C] -> float32 (x/255 - mean) / std, per channel."""
+  """uint8 images [..., H, W, C] -> float32 (x/255 - mean) / std, per channel; float
+  inputs (feature vectors) are returned as they are, in float32."""
   x = jnp.asarray(images).astype(jnp.float32)
+  if not jnp.issubdtype(jnp.asarray(images).dtype, jnp.integer):
+    return x
   return (x - jnp.asarray(mean, jnp.float32) * 255.0) / (jnp.asarray(std, jnp.float32) * 255.0)
 
 
@@ -227,7 +239,18 @@ class PooledCNN(_DenseHeadCNN):
     return max_pool_2x2(nn.relu(_batch_norm(train, self.dtype, "BatchNorm_1")(x)))
 
 
-MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3, "pooled_cnn": PooledCNN}
+class FeatureMLP(_DenseHeadCNN):
+  """Dense256-ReLU-Drop.25-Dense128-ReLU-Drop.5-Dense C on float32 vectors [B, D]:
+  the trunk is the first dense layer, the head (with the dropout of the Bayesian
+  strategies, and the 128-wide embedding of core-set, BADGE and TypiClust) is
+  MnistCNN's."""
+
+  def trunk(self, x, train):
+    return nn.relu(nn.Dense(256, dtype=self.dtype, name="Dense_in")(x))
+
+
+MODELS = {"mnist_cnn": MnistCNN, "fruits_net3": FruitsNet3, "pooled_cnn": PooledCNN,
+          "mlp": FeatureMLP}
 
 
 def create_model(spec: DatasetSpec, num_classes: int, dtype: jnp.dtype = jnp.float32, *,

@@ -52,13 +52,13 @@ class ArrayRows:
     self.num_rows, self.image_shape = images.shape[0], tuple(images.shape[1:])
 
   def read(self, start: int, stop: int) -> np.ndarray:
-    out = np.zeros((stop - start, *self.image_shape), np.uint8)
+    out = np.zeros((stop - start, *self.image_shape), self.images.dtype)
     part = self.images[start:min(stop, self.num_rows)]
     out[:len(part)] = part
     return out
 
   def take(self, rows: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(rows), *self.image_shape), np.uint8)
+    out = np.zeros((len(rows), *self.image_shape), self.images.dtype)
     inside = rows < self.num_rows
     out[inside] = self.images[rows[inside]]
     return out

@@ -18,6 +18,7 @@ layout runs in simulation mode (its folder names only report the true accuracy).
 import dataclasses
 import json
 import logging as std_logging
+import os
 import signal
 import sys
 
@@ -47,6 +48,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the
 flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (default by "
                     "channels), or your own Flax NNX or Linen module class, "
                     "path/to/file.py:Name or package.module:Name (README, Your own model).")
+flags.DEFINE_string("features", None, "An .npz of one feature vector per image (arrays "
+                    "paths [N], relative to --images, and features float [N, D]): the page "
+                    "shows the images, the model (default the MLP) trains on the vectors.")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; anything but loopback "
                     "lets other machines reach the page (a warning is printed).")
 flags.DEFINE_integer("port", 0, "Port (0: the workdir's last one when free, else a "
@@ -104,8 +108,11 @@ def main(argv):
   settings = session.Settings(**{f.name: given(f.name)
                                  for f in dataclasses.fields(session.Settings)
                                  if f.name in FLAGS})
-  images = session.open_images(FLAGS.images, classes,
-                               FLAGS.image_size)
+  if settings.features:
+    settings = dataclasses.replace(settings, features=os.path.abspath(
+        os.path.expanduser(settings.features)))
+  images = session.open_images(FLAGS.images, classes, settings.image_size,
+                               settings.features)
   labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
   if FLAGS.simulate:
     try:

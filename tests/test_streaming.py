@@ -188,8 +188,8 @@ _GOOD = dict(pool_images=np.zeros((50, 8, 8, 1), np.uint8),
 
 @pytest.mark.parametrize("change,message", [
     ({"classes": None}, "lacks classes.txt"),
-    ({"pool_images": np.zeros((50, 8, 8, 1), np.float32)}, "expected uint8 [N, H, W, C]"),
-    ({"pool_images": np.zeros((50, 8, 8), np.uint8)}, "expected uint8 [N, H, W, C]"),
+    ({"pool_images": np.zeros((50, 8, 8, 1), np.float32)}, "expected uint8 images [N, H, W, C]"),
+    ({"pool_images": np.zeros((50, 8, 8), np.uint8)}, "expected uint8 images [N, H, W, C]"),
     ({"pool_images": np.asfortranarray(np.zeros((50, 8, 8, 1), np.uint8))}, "Fortran order"),
     ({"pool_labels": np.arange(49) % 3}, "expected 50 integer labels"),
     ({"test_labels": np.arange(10) * 1.0}, "expected 10 integer labels"),

@@ -48,9 +48,12 @@ class DatasetSpec:
   native_size: int | None = None  # fixed image side (MNIST 28); None: resized to image_size
 
   def model_for(self, image_shape: tuple[int, ...]) -> str:
-    """The model name for images [H, W, C]: "auto" picks by channels (grey: MNIST CNN)."""
+    """The model name for images [H, W, C] or feature vectors [D]: "auto" picks by
+    channels (grey: MNIST CNN), and the MLP for vectors."""
     if self.model != "auto":
       return self.model
+    if len(image_shape) == 1:
+      return "mlp"
     return "mnist_cnn" if image_shape[-1] == 1 else "fruits_net3"
 
   def image_shape(self, image_size: int) -> tuple[int, int, int]:
@@ -70,7 +73,8 @@ def own_data_spec(name: str) -> DatasetSpec:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A train/test split of one data set, images uint8 [N, H, W, C], labels int32 [N].
+  """A train/test split of one data set, images uint8 [N, H, W, C] (or feature vectors,
+  float32 [N, D]), labels int32 [N].
 
   `source` says where the arrays came from, in one word: "data_dir", "sample",
   "packaged", "download" or "tfds" ("" when built by hand).

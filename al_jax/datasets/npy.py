@@ -2,9 +2,11 @@
 
 `--dataset=npy --data_dir=DIR`, where DIR holds
 
-  pool_images.npy   uint8 [N, H, W, C] (C = 1 or 3, C order)
+  pool_images.npy   uint8 [N, H, W, C] (C = 1 or 3, C order), or feature vectors
+                    float32 [N, D] (e.g. a pretrained backbone's embeddings; the
+                    model is then the MLP, `models.FeatureMLP`, on them as they are)
   pool_labels.npy   integer [N], 0..K-1
-  test_images.npy   uint8 [M, H, W, C]
+  test_images.npy   as the pool's: uint8 [M, H, W, C] or float32 [M, D]
   test_labels.npy   integer [M], 0..K-1
   classes.txt       K lines, one class name each
 
@@ -27,25 +29,27 @@ from al_jax.datasets import base
 FILES = ("pool_images.npy", "pool_labels.npy", "test_images.npy", "test_labels.npy",
          "classes.txt")
 _BLOCK_BYTES = 64 << 20  # rows written per block when tiling: about 64 MB
+_CHECKED_ROWS = 100_000  # rows of feature vectors checked for NaN at load (read once)
 
 
 class PoolFile:
-  """The rows of a C-ordered uint8 [N, H, W, C] .npy file, read on demand.
+  """The rows of a C-ordered .npy file (uint8 [N, H, W, C] or float32 [N, D]), read on
+  demand.
 
   `read(start, stop)` -> [stop - start, H, W, C], zeros past the end; `take(rows)` ->
   [len(rows), H, W, C] for pool indices (zeros for those >= N).
   """
 
-  def __init__(self, path: str, offset: int, shape: tuple[int, ...]):
-    self.path, self.offset = path, offset
+  def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype=np.uint8):
+    self.path, self.offset, self.dtype = path, offset, np.dtype(dtype)
     self.num_rows, self.image_shape = shape[0], tuple(shape[1:])
-    self.row_bytes = int(np.prod(self.image_shape))
+    self.row_bytes = int(np.prod(self.image_shape)) * self.dtype.itemsize
     self._fd = None
 
   @classmethod
   def of(cls, images: np.memmap) -> "PoolFile":
     """The file behind a memory-mapped array from `load` (np.load(mmap_mode="r"))."""
-    return cls(images.filename, images.offset, images.shape)
+    return cls(images.filename, images.offset, images.shape, images.dtype)
 
   def _read_into(self, out: np.ndarray, first_row: int) -> None:
     if self._fd is None:
@@ -59,14 +63,14 @@ class PoolFile:
       view, position = view[got:], position + got
 
   def read(self, start: int, stop: int) -> np.ndarray:
-    out = np.zeros((stop - start, *self.image_shape), np.uint8)
+    out = np.zeros((stop - start, *self.image_shape), self.dtype)
     end = min(stop, self.num_rows)
     if end > start:
       self._read_into(out[:end - start], start)
     return out
 
   def take(self, rows: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(rows), *self.image_shape), np.uint8)
+    out = np.zeros((len(rows), *self.image_shape), self.dtype)
     for i, row in enumerate(rows):
       if row < self.num_rows:
         self._read_into(out[i], int(row))
@@ -105,9 +109,15 @@ def load(name: str, folder: str | os.PathLike | None, **_) -> base.Dataset:
   for split in ("pool", "test"):
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     where = os.path.join(folder, f"{split}_images.npy")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+    is_image = images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] in (1, 3)
+    if not (is_image or (images.dtype == np.float32 and images.ndim == 2)):
       raise base.DataError(f"{where} holds {images.dtype} {list(images.shape)}; "
-                           "expected uint8 [N, H, W, C] with C = 1 or 3")
+                           "expected uint8 images [N, H, W, C] with C = 1 or 3, or "
+                           "float32 feature vectors [N, D] (np.save(path, x.astype("
+                           "np.float32)))")
+    if not is_image and not np.all(np.isfinite(images[:_CHECKED_ROWS])):
+      raise base.DataError(f"{where} holds NaN or infinite values in its first "
+                           f"{_CHECKED_ROWS} rows; feature vectors must be finite")
     if not images.flags.c_contiguous:
       raise base.DataError(f"{where} is stored in Fortran order; save it with "
                            "np.save(path, np.ascontiguousarray(images))")
@@ -120,10 +130,13 @@ def load(name: str, folder: str | os.PathLike | None, **_) -> base.Dataset:
       raise base.DataError(
           f"{split}_labels.npy in {folder} has labels {labels.min()}..{labels.max()} but "
           f"classes.txt names {len(classes)} classes; labels must be 0..{len(classes) - 1}")
-  if arrays["pool_images"].shape[1:] != arrays["test_images"].shape[1:]:
+  if arrays["pool_images"].shape[1:] != arrays["test_images"].shape[1:] or \
+      arrays["pool_images"].dtype != arrays["test_images"].dtype:
     raise base.DataError(
-        f"pool images are {list(arrays['pool_images'].shape[1:])} but test images "
-        f"{list(arrays['test_images'].shape[1:])} in {folder}; both need one shape")
+        f"pool images are {arrays['pool_images'].dtype} "
+        f"{list(arrays['pool_images'].shape[1:])} but test images "
+        f"{arrays['test_images'].dtype} {list(arrays['test_images'].shape[1:])} in "
+        f"{folder}; both need one shape and type")
   if len(classes) < 2 or arrays["pool_images"].shape[0] == 0:
     raise base.DataError(f"{folder} needs at least 2 classes in classes.txt and one "
                          "pool image")
@@ -159,7 +172,7 @@ def write(dataset: base.Dataset, folder: str | os.PathLike,
                          f"needs {need / 1e9:.1f} GB; choose another folder or a "
                          "smaller size")
   tiled = lambda start, stop: np.arange(start, stop) % n
-  _write_rows(os.path.join(folder, "pool_images.npy"), np.uint8,
+  _write_rows(os.path.join(folder, "pool_images.npy"), dataset.train_images.dtype,
               (size, *dataset.train_images.shape[1:]),
               lambda a, b: dataset.train_images[tiled(a, b)])
   _write_rows(os.path.join(folder, "pool_labels.npy"), np.int32, (size,),

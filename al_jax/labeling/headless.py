@@ -35,7 +35,8 @@ def reopen(workdir: str) -> session.LabelSession:
   if setup is None:
     raise session.LabelError(f"{path} records no images; run label.py with --images first")
   settings = session.Settings(**setup["settings"])
-  images = session.open_images(setup["images"], tuple(setup["classes"]), settings.image_size)
+  images = session.open_images(setup["images"], tuple(setup["classes"]), settings.image_size,
+                               settings.features)
   return session.LabelSession(images, workdir, settings, images_arg=setup["images"])
 
 

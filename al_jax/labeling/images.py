@@ -1,5 +1,6 @@
 """The labeling page's images: every image of a folder, unlabeled, decoded and cached
-like a folder data set (`al_jax.datasets.folder`).
+like a folder data set (`al_jax.datasets.folder`); and, when the model trains on
+feature vectors computed elsewhere, each image's vector (`Features`).
 """
 
 import dataclasses
@@ -83,3 +84,54 @@ def thumbnail(source: str, path: str, size: int) -> str:
       with files.atomic_write(path, "wb") as f:
         img.save(f, "JPEG", quality=90)
   return path
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Features:
+  """--features=FILE.npz: one float32 vector per image file, `vectors` [N, D], and
+  `rows` each file's row, by its path relative to the --images folder ("/"-separated).
+  The file holds the arrays "paths" (str [N]) and "features" (float [N, D]), e.g.
+  np.savez(FILE, paths=np.array(paths), features=vectors)."""
+  path: str
+  vectors: np.ndarray
+  rows: dict[str, int]
+
+  def of(self, folder: ImageFolder, images_root: str) -> np.ndarray:
+    """The vectors [len(folder.paths), D] of a folder's images, in its order (`folder`
+    under `images_root`, the --images folder); DataError, one line, for an image
+    without one."""
+    prefix = os.path.relpath(folder.root, images_root).replace(os.sep, "/")
+    keys = [p if prefix == "." else f"{prefix}/{p}" for p in folder.paths]
+    missing = [k for k in keys if k not in self.rows]
+    if missing:
+      raise base.DataError(
+          f"{self.path} has no vector for {len(missing)} of the {len(keys)} images under "
+          f"{folder.root} (first: {missing[0]}); give one per image file, its path "
+          "relative to the --images folder")
+    return self.vectors[[self.rows[k] for k in keys]]
+
+
+def load_features(path: str) -> Features:
+  """Reads --features=FILE.npz (see `Features`); DataError, one line, when it is
+  missing, unreadable, or its arrays do not match."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isfile(path):
+    raise base.DataError(f"--features={path} does not exist; pass a .npz file holding "
+                         "paths [N] and features [N, D]")
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      paths, vectors = arrays["paths"], arrays["features"]
+  except (ValueError, OSError, KeyError) as error:
+    raise base.DataError(f"{path} is not an .npz file holding the arrays paths [N] and "
+                         f"features [N, D] ({str(error).splitlines()[0][:120]}); write it "
+                         "with np.savez(FILE, paths=..., features=...)") from None
+  if paths.ndim != 1 or paths.dtype.kind != "U" or vectors.ndim != 2 or \
+      vectors.shape[0] != paths.shape[0] or vectors.dtype.kind != "f":
+    raise base.DataError(f"{path} holds paths {paths.dtype} {list(paths.shape)} and "
+                         f"features {vectors.dtype} {list(vectors.shape)}; expected str [N] "
+                         "and float [N, D]")
+  if not np.all(np.isfinite(vectors)):
+    raise base.DataError(f"{path} holds NaN or infinite features; every vector must be "
+                         "finite")
+  rows = {p.replace(os.sep, "/"): i for i, p in enumerate(paths.tolist())}
+  return Features(path, np.ascontiguousarray(vectors, np.float32), rows)

@@ -14,6 +14,10 @@ is checkpointed (Orbax, the layout of `run`) before that batch is shown, and eve
 answer is in SQLite (`store`) the moment it is given, so a server killed at any moment
 continues exactly where it stopped.
 
+Your own features: with `--features=FILE.npz` (one float32 vector per image file, say
+a pretrained backbone's embeddings) the page still shows the images, and the model
+(by default the MLP, `models.FeatureMLP`) trains on and scores their vectors.
+
 Simulation mode: an `--images` folder with a train/<class>/ layout is labeled the same
 way; its folder names are hidden from the page and only report the true accuracy per
 round, on its test/ images when it has them, else on the whole pool.
@@ -62,36 +66,50 @@ class Settings:
   epochs_per_round: int = 20
   seed: int = 0
   model: str | None = None
+  features: str | None = None  # an .npz of each image's vector (absolute path)
 
 
 @dataclasses.dataclass(frozen=True)
 class Images:
-  """The pool (and in simulation mode its hidden labels [N] and a test set)."""
+  """The pool (and in simulation mode its hidden labels [N] and a test set, as the
+  model's inputs); `vectors` [N, D] the pool's feature vectors when the model trains on
+  those instead of the images."""
   pool: images_lib.ImageFolder
   classes: tuple[str, ...]
   hidden: np.ndarray | None = None        # int32 [N], -1 for a folder of no class
   test: tuple[np.ndarray, np.ndarray] | None = None
+  vectors: np.ndarray | None = None
 
   @property
   def simulation(self) -> bool:
     return self.hidden is not None
+
+  @property
+  def inputs(self) -> np.ndarray:
+    """What the model takes: images uint8 [N, S, S, C], or the vectors float32 [N, D]."""
+    return self.pool.images if self.vectors is None else self.vectors
 
 
 def _class_key(name: str) -> str:
   return name.strip().lower().replace("_", " ")
 
 
-def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -> Images:
-  """--images (a folder, "sample", or a train/<class>/ layout) -> Images."""
+def open_images(images: str, classes: tuple[str, ...] | None, image_size: int,
+                features: str | None = None) -> Images:
+  """--images (a folder, "sample", or a train/<class>/ layout) -> Images; `features`,
+  --features=FILE.npz: the model's inputs are the images' vectors from it."""
   root = SAMPLE_IMAGES if images == SAMPLE else os.path.abspath(os.path.expanduser(images))
   if not os.path.isdir(root):
     raise LabelError(f"image folder {root} does not exist; pass --images=DIR")
+  table = images_lib.load_features(features) if features else None
+  vectors = lambda folder: None if table is None else table.of(folder, root)
   has_train = any(e.lower() in ("train", "training") and os.path.isdir(os.path.join(root, e))
                   for e in os.listdir(root))
   if not has_train:
     if not classes or len(classes) < 2:
       raise LabelError("name at least 2 classes, e.g. --classes=cat,dog")
-    return Images(images_lib.load_images(root, image_size=image_size), classes)
+    pool = images_lib.load_images(root, image_size=image_size)
+    return Images(pool, classes, vectors=vectors(pool))
   train_dir, test_dir = datasets.folder.split_folders(root)
   pool = images_lib.load_images(train_dir, image_size=image_size)
   folders = sorted({p.split("/")[0] for p in pool.paths if "/" in p})
@@ -111,9 +129,11 @@ def open_images(images: str, classes: tuple[str, ...] | None, image_size: int) -
     found = images_lib.load_images(test_dir, image_size=image_size)
     labels = hidden_of(found.paths)
     keep = labels >= 0
-    if found.images.shape[-1] == pool.images.shape[-1] and np.any(keep):
+    if table is not None and np.any(keep):
+      test = (vectors(found)[keep], labels[keep])
+    elif found.images.shape[-1] == pool.images.shape[-1] and np.any(keep):
       test = (found.images[keep], labels[keep])
-  return Images(pool, tuple(classes), hidden, test)
+  return Images(pool, tuple(classes), hidden, test, vectors(pool))
 
 
 def images_argument(images: str) -> str:
@@ -160,9 +180,9 @@ class LabelSession:
     self.pool_valid = np.ones(num, bool)  # [N]: not held out (skipped images leave too)
     self.pool_valid[self.validation] = False
     data = experiment.in_memory_data(
-        {"images": images.pool.images, "labels": np.zeros(num, np.int32),
+        {"images": images.inputs, "labels": np.zeros(num, np.int32),
          "valid": self.pool_valid},
-        {"images": images.pool.images[self.validation],
+        {"images": images.inputs[self.validation],
          "labels": np.zeros(len(self.validation), np.int32),
          "valid": np.zeros(len(self.validation), bool)},
         self.classes, "data_dir", chunk)
@@ -346,7 +366,7 @@ class LabelSession:
       images, labels = self.images.test
     else:
       keep = self.images.hidden >= 0
-      images, labels = self.images.pool.images[keep], self.images.hidden[keep]
+      images, labels = self.images.inputs[keep], self.images.hidden[keep]
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     evaluate = jax.jit(functools.partial(training.evaluate,
                                          batch_size=self.config.eval_batch_size))
