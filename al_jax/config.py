@@ -99,9 +99,10 @@ class Config:
                                        "batch's scores.")
   # training
   model: str | None = option(None, "training", "CNN: mnist_cnn, fruits_net3 or pooled_cnn "
-                             "(small head, for tiny labeled sets) (default: the data set's, "
-                             "by channels for a folder or tfds set: grey mnist_cnn, colour "
-                             "fruits_net3; with --recipe=small_budget pooled_cnn instead of "
+                             "(small head, for tiny labeled sets), or mlp for feature "
+                             "vectors (default: the data set's, by channels for a folder "
+                             "or tfds set: grey mnist_cnn, colour fruits_net3; mlp for an "
+                             "npy set of vectors; with --recipe=small_budget pooled_cnn instead of "
                              "mnist_cnn); a registered model's name; or your own Flax NNX "
                              "or Linen module class, path/to/file.py:Name or "
                              "package.module:Name (README, Your own model).")

@@ -46,7 +46,7 @@ flags.DEFINE_integer("image_size", 32, "Images are resized to this side for the 
 flags.DEFINE_integer("epochs_per_round", 20, "Training epochs on the labels per round.")
 flags.DEFINE_integer("seed", 0, "Seed of the initial and held-out images and the model.")
 flags.DEFINE_string("model", None, "CNN: mnist_cnn, fruits_net3 or pooled_cnn (default by "
-                    "channels), or your own Flax NNX or Linen module class, "
+                    "channels; mlp with --features), or your own Flax NNX or Linen module class, "
                     "path/to/file.py:Name or package.module:Name (README, Your own model).")
 flags.DEFINE_string("features", None, "An .npz of one feature vector per image (arrays "
                     "paths [N], relative to --images, and features float [N, D]): the page "

@@ -7,6 +7,7 @@ chromium-driver`, as .ci/run does); they skip without them, except in CI (CI=tru
 AL_JAX_REQUIRE_FULL_DATA=1), where a missing browser fails."""
 
 import csv
+import dataclasses
 import json
 import os
 import select
@@ -549,6 +550,65 @@ def test_a_model_that_cannot_serve_the_strategy_is_one_line_before_the_workdir(t
     model_registry.unregister_model("test_label_no_dropout")
 
 
+# ------------------------------------------------------------ your own features
+
+FEATURE_DIM = 24
+
+
+def _write_features(path, drop=0):
+  """An .npz of one vector per sample image (Training/ and Test/, paths relative to the
+  sample folder): a fixed random projection of its 16x16 pixels; `drop` leaves out the
+  last images' vectors."""
+  paths, vectors = [], []
+  weights = np.random.default_rng(0).standard_normal((16 * 16 * 3, FEATURE_DIM)) / 16
+  for part in ("Training", "Test"):
+    found = images_lib.load_images(os.path.join(SAMPLE, part), image_size=16)
+    paths += [f"{part}/{p}" for p in found.paths]
+    vectors.append(found.images.reshape(len(found.paths), -1) / 255 @ weights)
+  vectors = np.concatenate(vectors).astype(np.float32)
+  np.savez(path, paths=np.array(paths[:len(paths) - drop]),
+           features=vectors[:len(paths) - drop])
+  return str(path)
+
+
+def test_the_model_trains_on_the_images_vectors_and_predict_reopens_them(tmp_path):
+  """--features: the page's images stay the files, the model (the MLP) takes each
+  image's vector, in simulation its true accuracy too; --predict reopens the vectors."""
+  features = _write_features(tmp_path / "features.npz")
+  settings = dataclasses.replace(SMALL, features=features)
+  images = session.open_images(SAMPLE, None, settings.image_size, features)
+  assert images.vectors.shape == (len(images.pool.paths), FEATURE_DIM)
+  assert images.inputs is images.vectors and images.test[0].shape == (100, FEATURE_DIM)
+  labeling = session.LabelSession(images, str(tmp_path / "work"), settings,
+                                  images_arg=session.images_argument(SAMPLE))
+  try:
+    assert labeling.state()["model"] == f"mlp on the vectors of features.npz [{FEATURE_DIM}]"
+    assert open(labeling.thumbnail(0), "rb").read(2) == b"\xff\xd8"  # a JPEG of the file
+    records = headless.simulate(labeling, 2)
+    assert type(labeling.loop.model().model.module).__name__ == "FeatureMLP"
+  finally:
+    labeling.close()
+  assert [r["num_labeled"] for r in records] == [5, 11]
+  assert all(0.0 <= r["true_accuracy"] <= 1.0 for r in records)
+  again = headless.reopen(str(tmp_path / "work"))
+  try:
+    assert again.images.vectors is not None
+    rows = list(csv.DictReader(open(again.predict())))
+  finally:
+    again.close()
+  assert len(rows) == len(images.pool.paths) - 11 - SMALL.validation_size
+
+
+def test_an_image_without_a_vector_is_one_line_before_the_workdir(tmp_path):
+  features = _write_features(tmp_path / "features.npz", drop=3)
+  with pytest.raises(datasets.DataError, match="has no vector for 3 of the 100 images") as e:
+    session.open_images(SAMPLE, None, SMALL.image_size, features)
+  assert "\n" not in str(e.value)
+  np.savez(tmp_path / "bad.npz", paths=np.array(["a.jpg"]), features=np.zeros((2, 4)))
+  with pytest.raises(datasets.DataError, match=r"expected str \[N\] and float \[N, D\]"):
+    session.open_images(SAMPLE, None, SMALL.image_size, str(tmp_path / "bad.npz"))
+
+
 @pytest.mark.slow
 def test_bad_input_is_one_line_from_a_real_process(tmp_path):
   for flags, message in (
@@ -978,6 +1038,40 @@ def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path):
     browser.quit()
   given = {i: l for i, l, r in _rows(workdir) if r == 1}
   assert given == {i: g["label"] for i, g in guesses.items()}
+
+
+@pytest.mark.slow
+def test_the_page_shows_the_images_while_the_model_trains_on_their_vectors(tmp_path):
+  """label.py --features=FILE.npz: every tile shows its image file, the header names the
+  model and its inputs, and after the first batch the MLP's guesses are on the tiles."""
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  features = _write_features(tmp_path / "features.npz")
+  workdir = str(tmp_path / "work")
+  served = Server(workdir, tmp_path, f"--features={features}")
+  browser = _browser()
+  try:
+    browser.get(served.url)
+    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
+    page = lambda: browser.execute_script(_PAGE)
+    first = SMALL.initial_size + SMALL.validation_size
+    wait.until(lambda b: len(page()["batch"]) == first)
+    shown = "return [...document.querySelectorAll('#grid img')].map((i) => i.naturalWidth)"
+    wait.until(lambda b: len(b.execute_script(shown)) == first and
+               all(w > 0 for w in b.execute_script(shown)))
+    assert browser.find_element(By.ID, "model").text == \
+        f"mlp on the vectors of features.npz [{FEATURE_DIM}]"
+    body = browser.find_element(By.TAG_NAME, "body")
+    for n in range(first):
+      body.send_keys("12"[n % 2])
+      wait.until(lambda b: page()["settled"] == n + 1)
+    captions = "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)"
+    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and
+               all(c.startswith("guess: ") for c in b.execute_script(captions)))
+  finally:
+    browser.quit()
+  assert len([r for r in _rows(workdir) if r[2] == 0]) == first
+  assert headless.saved_setup(workdir)["settings"]["features"] == features  # resumes with it
 
 
 @pytest.mark.slow

@@ -401,7 +401,16 @@ class LabelSession:
           "skipped": sum(item.label is None for item in labels.values()),
           "pool": len(self.paths), "class_counts": self._class_counts(labels),
           "curve": curve, "simulation": self.images.simulation,
-          "metric": self.settings.metric}
+          "metric": self.settings.metric, "model": self._model_line()}
+
+  def _model_line(self) -> str:
+    """What the model is and takes, e.g. "mlp on the vectors of features.npz [24]"."""
+    shape = self.images.inputs.shape[1:]
+    name = self.config.model_name(tuple(shape))
+    if self.images.vectors is not None:
+      return (f"{name} on the vectors of {os.path.basename(self.settings.features)} "
+              f"[{shape[0]}]")
+    return f"{name} on the images, {shape[0]}x{shape[1]}"
 
   def thumbnail(self, index: int) -> str:
     """The path of image `index`'s JPEG thumbnail, made on first use and cached."""

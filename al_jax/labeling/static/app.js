@@ -316,6 +316,7 @@ function render() {
   $("unlabeled").textContent = p.unlabeled;
   $("pool").textContent = p.pool;
   $("metric").textContent = state.metric;
+  $("model").textContent = state.model;
   $("where").textContent = `Every label is saved the moment it is given, in ` +
       `${state.workdir}/labels.sqlite; the export writes labels.csv and labels.json there.`;
   const waiting = state.training || connection !== "ok";
