@@ -97,11 +97,13 @@ def prepare_data(config: Config) -> PreparedData:
                    config.pool_size, config.test_size)
   num_pool = len(dataset.train_labels)
   padded = training.round_up(num_pool, config.chunk_size)
-  logging.info("%s from %s: %d pool images%s, %d test images, %d classes, images %s",
+  shape = dataset.train_images.shape[1:]
+  logging.info("%s from %s: %d pool images%s, %d test images, %d classes, %s",
                config.dataset, dataset.source, num_pool,
                " (streamed from the host each round)" if config.streams_pool else "",
                len(dataset.test_labels), len(dataset.class_names),
-               "x".join(map(str, dataset.train_images.shape[1:])))
+               f"feature vectors [{shape[0]}]" if len(shape) == 1 else
+               "images " + "x".join(map(str, shape)))
   if config.streams_pool:  # the images stay where they are: e.g. an npy file, read by rows
     labels = np.zeros(padded, np.int32)
     labels[:num_pool] = dataset.train_labels

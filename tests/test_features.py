@@ -4,11 +4,13 @@ strategy, streams and resumes exactly; bad vectors and image-only settings are o
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from al_jax import datasets, experiment, models, strategies, streaming
+from al_jax import datasets, experiment, models, results, strategies, streaming
 from al_jax.config import Config, ConfigError
 from al_jax.datasets import npy as npy_data
 
@@ -138,3 +140,38 @@ def test_the_mlp_refuses_images(tmp_path):
   with pytest.raises(ConfigError, match="--model=mlp takes feature vectors but this data "
                                         r"set holds images \[H, W, C\]"):
     experiment.run(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_run_py_runs_two_strategies_on_vectors_export_npy_wrote(tmp_path):
+  """export_npy.py --project_to=32 writes the documented projection; run.py trains the
+  MLP on it with entropy and BADGE, 3 rounds each."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
+  folder = tmp_path / "vectors"
+  export = subprocess.run([sys.executable, os.path.join(root, "experiments", "export_npy.py"),
+                           "--dataset=mnist", "--data_dir=sample", "--project_to=32",
+                           f"--out={folder}"], capture_output=True, text=True, env=env,
+                          timeout=300)
+  assert export.returncode == 0, export.stderr[-2000:]
+  mnist = datasets.load("mnist", "sample")
+  weights = np.random.default_rng(0).standard_normal((784, 32), np.float32) / np.sqrt(784)
+  pool = np.load(folder / "pool_images.npy")
+  assert pool.dtype == np.float32 and pool.shape == (600, 32)
+  np.testing.assert_allclose(pool, mnist.train_images.reshape(600, -1) / 255 @ weights,
+                             rtol=1e-4, atol=1e-5)
+  workdir = tmp_path / "job"
+  run = subprocess.run([sys.executable, os.path.join(root, "experiments", "run.py"),
+                        "--dataset=npy", f"--data_dir={folder}", "--metric=entropy,badge",
+                        "--stream_pool=false", "--initial_size=20", "--query_size=20",
+                        "--rounds=3", "--epochs_per_round=5", "--batch_size=32",
+                        "--chunk_size=200", "--plot=false", f"--workdir={workdir}"],
+                       capture_output=True, text=True, env=env, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  records = {os.path.relpath(p, workdir): results.read_results(str(p))
+             for p in sorted(workdir.rglob("results.jsonl"))}
+  assert len(records) == 2
+  for path, rows in records.items():
+    assert [r["num_labeled"] for r in rows] == [20, 40, 60], path
+    assert rows[-1]["test_accuracy"] > 0.3, path
+  assert "600 pool images, 200 test images, 10 classes, feature vectors [32]" in run.stderr
