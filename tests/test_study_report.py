@@ -54,7 +54,8 @@ def test_section_from_workdirs(tmp_path):
           ("bald", 0): ([0.80, 0.95, 0.97, 0.98], [0.9, 0.2, 0.3, 0.2]),
           ("bald", 1): ([0.82, 0.96, 0.97, 0.99], [0.9, 0.2, 0.1, 0.3])}
   config = {"dataset": "mnist", "data_dir": "sample", "metrics": ["random", "bald"],
-            "seeds": [0, 1], "rounds": 11, "ensemble_size": 1, "model": "pooled_cnn"}
+            "seeds": [0, 1], "rounds": 11, "ensemble_size": 1, "model": "pooled_cnn",
+            "initial_size": 20, "query_size": 10}
   labels = study_report._pool_labels(config)
   # Queries (one a round, none after the last): random only 0s; bald 1, 2, 1, 2, ...
   ones, twos = np.flatnonzero(labels == 1)[:3], np.flatnonzero(labels == 2)[:3]
@@ -93,6 +94,13 @@ def test_section_from_workdirs(tmp_path):
   assert text.index("| random (n=2)") < text.index("| bald (n=2)")  # the job's order
   assert "python experiments/run.py --metric=random,bald" in text
   assert os.path.exists(out / "figures" / "study_small" / "mnist_test_accuracy.png")
+  # --job: the same workdir's tables alone.
+  one = study_report.job_section(str(job))
+  assert ("| bald (n=2) | 30.0 +- 0.0 (all 2 seeds) | 30.0 +- 0.0 (all 2 seeds) | "
+          "40.0 +- 0.0 (all 2 seeds) |") in one
+  assert "| random (n=2) | 1/2 seeds within 40 labels (40.0 +- 0.0) |" in one
+  assert "| random (n=2) | 0.750 +- 0.050 | 0.920 +- 0.010 |" in one
+  assert "--metric=random,bald" in one and "Stopping" not in one
 
 
 def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
@@ -109,7 +117,8 @@ def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
       r.update(round_s=seconds, selected=[-1])
     (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"dataset": "mnist", "data_dir": "sample", "metrics": [metric],
-              "seeds": [seed], "rounds": 29, "ensemble_size": 1, "model": "pooled_cnn"}
+              "seeds": [seed], "rounds": 29, "ensemble_size": 1, "model": "pooled_cnn",
+              "initial_size": 20, "query_size": 10}
     (tmp_path / "full" / name / "config.json").write_text(json.dumps(config))
   groups = study_report.load_groups(str(tmp_path / "full"))
   assert list(groups) == ["mnist_random", "mnist_bald"]  # the queue's order
