@@ -11,7 +11,9 @@ from al_jax import (acquisition, batch_acquisition, bayesian, models, scoring, s
                     training)
 
 
-@pytest.fixture(scope="module", params=["mnist", "fruits360"])
+# Fruits-360's model (3 channels, its own net) in the slow tier: the fast tier checks each
+# strategy on MNIST's.
+@pytest.fixture(scope="module", params=["mnist", pytest.param("fruits360", marks=pytest.mark.slow)])
 def model_and_pool(request):
   spec = specs.get(request.param)
   shape = spec.image_shape(16)
@@ -272,7 +274,8 @@ def test_ensemble_fit_equals_members_fitted_alone(ensemble):
 
 
 @MNIST_ONLY
-@pytest.mark.parametrize("size", [1, 39, 41])
+@pytest.mark.parametrize("size", [pytest.param(1, marks=pytest.mark.slow),
+                                  pytest.param(39, marks=pytest.mark.slow), 41])
 @pytest.mark.parametrize("name", ["entropy", "bald", "batchbald", "stochastic_entropy",
                                   "coreset", "badge", "typiclust"])
 def test_every_strategy_takes_a_pool_of_any_size(model_and_pool, name, size):

@@ -90,6 +90,7 @@ def test_every_strategy_runs_on_vectors_and_learns(tmp_path, features_dir):
     assert records[-1]["test_accuracy"] > 0.3, (metric, records[-1]["test_accuracy"])
 
 
+@pytest.mark.slow  # three jobs of the round loop
 def test_streamed_vectors_equal_in_memory_and_resume_exactly(tmp_path, features_dir):
   """A per-image and a Bayesian scorer: streamed from the npy file they select and score
   what the in-memory job does; stopped after round 1, the job resumes to the same end."""

@@ -248,6 +248,7 @@ class Stop(Exception):
   pass
 
 
+@pytest.mark.slow  # the round loop twice over 3 rounds; the fast tier has the pieces
 def test_round_loop_with_own_model_and_optimiser_resumes_exactly(tmp_path):
   user = UserTraining(optimizer=optax.adam(1e-3))
   data = experiment.prepare_data(SMALL)
