@@ -164,7 +164,7 @@ def test_run_py_runs_two_strategies_on_vectors_export_npy_wrote(tmp_path):
   workdir = tmp_path / "job"
   run = subprocess.run([sys.executable, os.path.join(root, "experiments", "run.py"),
                         "--dataset=npy", f"--data_dir={folder}", "--metric=entropy,badge",
-                        "--stream_pool=false", "--initial_size=20", "--query_size=20",
+                        "--stream_pool=false", "--seeds=1", "--initial_size=20", "--query_size=20",
                         "--rounds=3", "--epochs_per_round=5", "--batch_size=32",
                         "--chunk_size=200", "--plot=false", f"--workdir={workdir}"],
                        capture_output=True, text=True, env=env, timeout=400)
