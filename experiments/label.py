@@ -27,7 +27,7 @@ from absl import app, flags, logging
 import al_jax
 from al_jax import acquisition
 from al_jax import datasets
-from al_jax.labeling import headless, server, session
+from al_jax.labeling import headless, pool, server, session
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("images", None, "Folder of images (searched recursively), 'sample' for "
@@ -111,9 +111,9 @@ def main(argv):
   if settings.features:
     settings = dataclasses.replace(settings, features=os.path.abspath(
         os.path.expanduser(settings.features)))
-  images = session.open_images(FLAGS.images, classes, settings.image_size,
+  images = pool.open_images(FLAGS.images, classes, settings.image_size,
                                settings.features)
-  labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=session.images_argument(FLAGS.images))
+  labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=pool.images_argument(FLAGS.images))
   if FLAGS.simulate:
     try:
       for record in headless.simulate(labeling, FLAGS.simulate):

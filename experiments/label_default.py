@@ -26,7 +26,7 @@ from absl import app, flags, logging
 
 import al_jax
 from al_jax import datasets
-from al_jax.labeling import headless, session
+from al_jax.labeling import headless, pool, session
 
 SAMPLE_FOLDER = os.path.join(datasets.SAMPLE_DIR, "fruits360")
 
@@ -56,7 +56,7 @@ def batch_diversity(batch: list[int], images: np.ndarray, varieties: np.ndarray,
 def run_one(metric: str, seed: int, workdir: str) -> dict:
   """One simulated labeling session: per round the chosen batch's diversity and the
   model's accuracies."""
-  images = session.open_images(SAMPLE_FOLDER, None, FLAGS.image_size)
+  images = pool.open_images(SAMPLE_FOLDER, None, FLAGS.image_size)
   varieties = np.array([p.split("/")[0] for p in images.pool.paths])
   settings = session.Settings(metric=metric, seed=seed, image_size=FLAGS.image_size)
   labeling = session.LabelSession(images, workdir, settings, images_arg=SAMPLE_FOLDER)

@@ -27,7 +27,7 @@ from flax import nnx
 
 from al_jax import datasets, model_registry
 from al_jax.labeling import images as images_lib
-from al_jax.labeling import headless, server, session, store as store_lib
+from al_jax.labeling import headless, pool, server, session, store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABEL_PY = os.path.join(ROOT, "experiments", "label.py")
@@ -93,7 +93,7 @@ def _empty(tmp_path):
 @pytest.fixture(scope="module")
 def labeling(tmp_path_factory):
   """A session on the sample in simulation mode (its folder names hidden)."""
-  images = session.open_images(SAMPLE, None, SMALL.image_size)
+  images = pool.open_images(SAMPLE, None, SMALL.image_size)
   s = session.LabelSession(images, str(tmp_path_factory.mktemp("label")), SMALL)
   yield s
   s.close()
@@ -146,7 +146,7 @@ def experiment_lines(workdir):
 
 def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp_path):
   workdir = labeling.workdir
-  other = session.Images(labeling.images.pool, tuple(reversed(labeling.images.classes)),
+  other = pool.Images(labeling.images.pool, tuple(reversed(labeling.images.classes)),
                          labeling.images.hidden, labeling.images.test)
   with pytest.raises(session.LabelError, match="was made for the classes") as error:
     session.LabelSession(other, workdir, SMALL)
@@ -159,7 +159,7 @@ def test_a_workdir_for_other_classes_images_or_settings_is_refused(labeling, tmp
     session.LabelSession(labeling.images, str(tmp_path / "new"),
                          session.Settings(**{**SMALL.__dict__, "metric": "margin"}))
   assert not os.path.exists(tmp_path / "new" / "labels.sqlite")  # nothing recorded
-  fewer = session.open_images(os.path.join(SAMPLE, "Test"), ("a", "b"), SMALL.image_size)
+  fewer = pool.open_images(os.path.join(SAMPLE, "Test"), ("a", "b"), SMALL.image_size)
   with pytest.raises(session.LabelError, match="other images"):
     session.LabelSession(fewer, workdir, SMALL)
 
@@ -172,7 +172,7 @@ def test_predict_ranks_every_image_or_the_next_joint_batch(tmp_path, metric):
   the query_size images of its next batch (before: coreset failed, batchbald chose a
   batch of every unlabeled image)."""
   settings = session.Settings(**{**SMALL.__dict__, "metric": metric})
-  images = session.open_images(SAMPLE, None, settings.image_size)
+  images = pool.open_images(SAMPLE, None, settings.image_size)
   labeling = session.LabelSession(images, str(tmp_path), settings)
   try:
     (record,) = headless.simulate(labeling, 1)
@@ -284,7 +284,7 @@ def test_deeply_nested_json_is_a_json_error_and_the_server_keeps_serving(client,
 def test_an_image_moved_or_changed_after_the_start_is_a_json_error(tmp_path):
   folder = tmp_path / "images"
   shutil.copytree(os.path.join(SAMPLE, "Test"), folder)
-  images = session.open_images(str(folder), ("a", "b"), SMALL.image_size)
+  images = pool.open_images(str(folder), ("a", "b"), SMALL.image_size)
   s = session.LabelSession(images, str(tmp_path / "work"), SMALL)
   try:
     client = server.create_app(s, "s3cret", PORT).test_client()
@@ -428,14 +428,7 @@ def test_cross_origin_posts_and_foreign_hosts_are_refused(client, labeling):
 def _env(tmp_path):
   env = dict(os.environ)
   env.setdefault("AL_JAX_CACHE_DIR", str(tmp_path / "cache"))
-  # Restarts reuse the compiled round step (the tests start the server several times).
-  env["JAX_COMPILATION_CACHE_DIR"] = str(_JAX_CACHE)
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   return env
-
-
-_JAX_CACHE = os.path.join(os.environ.get("AL_JAX_CACHE_DIR") or
-                          os.path.expanduser("~/.cache/al_jax"), "jax_test_cache")
 
 
 _STARTED = []
@@ -539,7 +532,7 @@ class _NoDropout(nnx.Module):
 def test_a_model_that_cannot_serve_the_strategy_is_one_line_before_the_workdir(tmp_path):
   model_registry.register_model("test_label_no_dropout", _NoDropout, replace=True)
   try:
-    images = session.open_images(SAMPLE, None, SMALL.image_size)
+    images = pool.open_images(SAMPLE, None, SMALL.image_size)
     settings = session.Settings(**{**SMALL.__dict__, "metric": "bald",
                                    "model": "test_label_no_dropout"})
     with pytest.raises(session.LabelError, match="has no dropout") as error:
@@ -576,11 +569,11 @@ def test_the_model_trains_on_the_images_vectors_and_predict_reopens_them(tmp_pat
   image's vector, in simulation its true accuracy too; --predict reopens the vectors."""
   features = _write_features(tmp_path / "features.npz")
   settings = dataclasses.replace(SMALL, features=features)
-  images = session.open_images(SAMPLE, None, settings.image_size, features)
+  images = pool.open_images(SAMPLE, None, settings.image_size, features)
   assert images.vectors.shape == (len(images.pool.paths), FEATURE_DIM)
   assert images.inputs is images.vectors and images.test[0].shape == (100, FEATURE_DIM)
   labeling = session.LabelSession(images, str(tmp_path / "work"), settings,
-                                  images_arg=session.images_argument(SAMPLE))
+                                  images_arg=pool.images_argument(SAMPLE))
   try:
     assert labeling.state()["model"] == f"mlp on the vectors of features.npz [{FEATURE_DIM}]"
     assert open(labeling.thumbnail(0), "rb").read(2) == b"\xff\xd8"  # a JPEG of the file
@@ -602,11 +595,11 @@ def test_the_model_trains_on_the_images_vectors_and_predict_reopens_them(tmp_pat
 def test_an_image_without_a_vector_is_one_line_before_the_workdir(tmp_path):
   features = _write_features(tmp_path / "features.npz", drop=3)
   with pytest.raises(datasets.DataError, match="has no vector for 3 of the 100 images") as e:
-    session.open_images(SAMPLE, None, SMALL.image_size, features)
+    pool.open_images(SAMPLE, None, SMALL.image_size, features)
   assert "\n" not in str(e.value)
   np.savez(tmp_path / "bad.npz", paths=np.array(["a.jpg"]), features=np.zeros((2, 4)))
   with pytest.raises(datasets.DataError, match=r"expected str \[N\] and float \[N, D\]"):
-    session.open_images(SAMPLE, None, SMALL.image_size, str(tmp_path / "bad.npz"))
+    pool.open_images(SAMPLE, None, SMALL.image_size, str(tmp_path / "bad.npz"))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 `session` steps the library's round loop one round at a time with a person's answers,
 `store` keeps them in SQLite, `server` serves the page in `static/` (Flask, waitress),
-`images` decodes (and caches) the folder's images.
+`pool` opens the --images folder as the pool (hidden labels, feature vectors), `images`
+decodes (and caches) its images.
 `headless` reopens a workdir (predictions) or simulates a person without a page.
 """

@@ -5,7 +5,7 @@ import os
 import sqlite3
 import time
 
-from al_jax.labeling import session
+from al_jax.labeling import pool, session
 from al_jax.labeling import store as store_lib
 
 
@@ -35,7 +35,7 @@ def reopen(workdir: str) -> session.LabelSession:
   if setup is None:
     raise session.LabelError(f"{path} records no images; run label.py with --images first")
   settings = session.Settings(**setup["settings"])
-  images = session.open_images(setup["images"], tuple(setup["classes"]), settings.image_size,
+  images = pool.open_images(setup["images"], tuple(setup["classes"]), settings.image_size,
                                settings.features)
   return session.LabelSession(images, workdir, settings, images_arg=setup["images"])
 
