@@ -112,8 +112,9 @@ def main(argv):
     settings = dataclasses.replace(settings, features=os.path.abspath(
         os.path.expanduser(settings.features)))
   images = pool.open_images(FLAGS.images, classes, settings.image_size,
-                               settings.features)
-  labeling = session.LabelSession(images, FLAGS.workdir, settings, images_arg=pool.images_argument(FLAGS.images))
+                            settings.features)
+  labeling = session.LabelSession(images, FLAGS.workdir, settings,
+                                  images_arg=pool.images_argument(FLAGS.images))
   if FLAGS.simulate:
     try:
       for record in headless.simulate(labeling, FLAGS.simulate):

@@ -36,7 +36,7 @@ def reopen(workdir: str) -> session.LabelSession:
     raise session.LabelError(f"{path} records no images; run label.py with --images first")
   settings = session.Settings(**setup["settings"])
   images = pool.open_images(setup["images"], tuple(setup["classes"]), settings.image_size,
-                               settings.features)
+                            settings.features)
   return session.LabelSession(images, workdir, settings, images_arg=setup["images"])
 
 
