@@ -24,10 +24,11 @@ from al_jax import strategies as strategy_lib
 
 
 
-def _state(dataset: str, dtype: str = "float32") -> training.TrainState:
-  """A fresh 10-class model of `dataset`'s spec with its default optimiser."""
+def _state(dataset: str, dtype: str = "float32", model: str | None = None
+           ) -> training.TrainState:
+  """A fresh 10-class `model` (default: the spec's) of `dataset` with the spec's optimiser."""
   spec = specs.get(dataset)
-  model = models.create_model(spec, 10, dtype=jnp.dtype(dtype))
+  model = models.create_model(spec, 10, dtype=jnp.dtype(dtype), model=model)
   tx = training.make_optimizer(spec.learning_rate, spec.momentum, spec.weight_decay)
   return training.create_train_state(model, jax.random.key(0), spec.image_shape(32), tx)
 
@@ -198,10 +199,11 @@ def benchmark_rows(k: int, chunk_size: int, mc_samples: int) -> dict:
 
 def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: int = 1000,
                 k: int = 10, mc_samples: tuple[int, ...] = (20, 100), ensemble_size: int = 5,
-                labeled: int = 1280, repeats: int = 1) -> dict:
-  """Seconds to choose k images from a pool of `pool_size` synthetic images with each
-  strategy; BALD's achieved FLOP/s against a matmul's; an ensemble's fit against
-  `ensemble_size` separate fits.
+                labeled: int = 1280, repeats: int = 1, model: str | None = None) -> dict:
+  """Seconds to choose k images from a pool of `pool_size` synthetic images, `labeled` of
+  them labeled, with each strategy and an untrained `model` (default: the spec's); BALD's
+  achieved FLOP/s against a matmul's; an ensemble's fit against `ensemble_size` separate
+  fits.
 
   Strategies: BALD with K MC-dropout passes for each K; then every registered strategy
   with `benchmark=True` (`benchmark_rows`; built in: entropy, BALD, BatchBALD and
@@ -209,7 +211,7 @@ def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: i
   ensemble's members.
   """
   spec = specs.get(dataset)
-  state = _state(dataset)
+  state = _state(dataset, model=model)
   shape = spec.image_shape(32)
   pool_size = training.round_up(pool_size, chunk_size)
   images = jax.random.randint(jax.random.key(1), (pool_size, *shape), 0, 256).astype(jnp.uint8)
@@ -226,9 +228,9 @@ def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: i
         jax.jit(strategy), state, images, available, key, ~available, repeats=repeats)
 
   tx = training.make_optimizer(spec.learning_rate, spec.momentum, spec.weight_decay)
-  model = models.create_model(spec, 10)
   ensemble = jax.jit(training.create_train_state, static_argnums=(0, 2, 3, 4))(
-      model, jax.random.key(0), shape, tx, ensemble_size)
+      models.create_model(spec, 10, model=model), jax.random.key(0), shape, tx,
+      ensemble_size)
   name = f"ensemble{ensemble_size}_bald"
   compile_s[name], seconds[name], _ = _timed_compiled(
       jax.jit(acquisition_lib.make("bald", k=k, chunk_size=chunk_size)), ensemble, images,
@@ -248,8 +250,9 @@ def acquisition(dataset: str = "mnist", *, pool_size: int = 60000, chunk_size: i
   _, single_fit_s, _ = _timed_compiled(fit, state, images, labels, mask, key,
                                        repeats=max(repeats, 3))
   result = {
-      "dataset": dataset, "pool_size": pool_size, "k": k, "chunk_size": chunk_size,
-      "labeled": labeled, "backend": jax.default_backend(),
+      "dataset": dataset, "model": model or spec.model, "pool_size": pool_size, "k": k,
+      "chunk_size": chunk_size, "labeled": labeled, "mc_samples": list(mc_samples),
+      "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "jax_version": jax.__version__,
       "seconds": seconds, "compile_s": compile_s,
       "relative_to_entropy": {n: s / seconds["entropy"] for n, s in seconds.items()},

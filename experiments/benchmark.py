@@ -31,7 +31,12 @@ flags.DEFINE_enum("format", "json", ["json"], "Output format.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
 flags.DEFINE_integer("pool_size", 20000, "Images scored per timed pool pass.")
 flags.DEFINE_integer("chunk_size", 1000, "Images per compiled scoring chunk.")
-flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit.")
+flags.DEFINE_integer("labeled", 1280, "Labeled images trained on per timed fit (with "
+                     "--acquisition: labeled images of the pool).")
+flags.DEFINE_string("model", None, "--acquisition: the model (default: the dataset's).")
+flags.DEFINE_list("mc_samples", ["20", "100"], "--acquisition: BALD's K values; the "
+                  "largest is the other sampled strategies' K.")
+flags.DEFINE_integer("ensemble_size", 5, "--acquisition: the ensemble's members.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
 flags.DEFINE_list("scale", None, "Pool sizes to stream (e.g. 60000,600000,6000000).")
 flags.DEFINE_integer("scale_one", None, "Internal: stream one pool of this size.")
@@ -115,7 +120,10 @@ def main(argv):
   if FLAGS.acquisition:
     print(json.dumps(benchmarking.acquisition(FLAGS.dataset, pool_size=FLAGS.pool_size,
                                               chunk_size=FLAGS.chunk_size,
-                                              repeats=FLAGS.repeats)))
+                                              repeats=FLAGS.repeats, model=FLAGS.model,
+                                              labeled=FLAGS.labeled,
+                                              mc_samples=tuple(map(int, FLAGS.mc_samples)),
+                                              ensemble_size=FLAGS.ensemble_size)))
     return
   if FLAGS.outside_model:
     print(json.dumps(benchmarking.outside_model(repeats=FLAGS.repeats)))

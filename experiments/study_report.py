@@ -29,6 +29,11 @@ flags.DEFINE_string("job", None, "One run.py workdir: print its section (labels 
                     "instead of writing the study's.")
 flags.DEFINE_string("recipe_search", "docs/benchmarks/recipe_search.jsonl",
                     "SCALE=full: experiments/recipe_search.py's output, tabled in the section.")
+flags.DEFINE_string("acquisition_benchmark",
+                    "docs/benchmarks/cpu/acquisition_study_mnist_60000.json",
+                    "SCALE=full: experiments/benchmark.py --acquisition's JSON for the "
+                    "study's model (the commands in docs/BENCHMARKS.md), tabled in the "
+                    "section.")
 
 START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
 
@@ -312,19 +317,24 @@ def recipe_table(path: str) -> str:
   return "\n".join(lines)
 
 
-def _acquisition_time(jobs: dict) -> str:
-  """SCALE=full: each strategy's mean round time less random's on MNIST (random's round
-  trains and evaluates the same way and acquires at no cost), as a table."""
-  mean_s = {name: np.mean([x["round_s"] for v in runs.values() for r in v for x in r])
-            for name, (config, runs, _) in jobs.items() if config["dataset"] == "mnist"}
-  base = mean_s["mnist_random"]
-  lines = ["Acquisition time per round on the full 60,000-image pool: a strategy's mean "
-           "round_s less random's (same training and evaluation; load differences between "
-           "jobs are in it too, so small differences mean nothing):\n",
-           "| strategy | mean round_s | acquisition s per round (less random's) |",
-           "|---|---|---|"]
-  for name, seconds in mean_s.items():
-    lines.append(f"| {name.split('_', 1)[1]} | {seconds:.1f} | {seconds - base:+.1f} |")
+def acquisition_table(path: str) -> str:
+  """SCALE=full: `experiments/benchmark.py --acquisition`'s JSON (one quiet-machine run
+  with the study's model, K, labeled count and ensemble) as a table of seconds per
+  acquisition on the full pool; "" when the file is missing."""
+  if not path or not os.path.exists(path):
+    return ""
+  bench = json.load(open(path))
+  lines = [f"Acquisition time on the full pool, measured apart from training: "
+           f"`experiments/benchmark.py --acquisition` (`{path}`) chose {bench['k']} of "
+           f"{bench['pool_size']:,} synthetic MNIST-shaped images, {bench['labeled']} of "
+           f"them labeled, with an untrained {bench['model']} on {bench['device']}, one "
+           f"process alone on the machine (the study paused); K = MC-dropout passes, "
+           f"ensemble{bench['ensemble_size']}_bald = BALD over that many members. Random "
+           f"costs nothing and smallest margin one forward pass, as entropy:\n",
+           "| strategy | seconds | relative to entropy | compile s |", "|---|---|---|---|"]
+  for name, seconds in bench["seconds"].items():
+    lines.append(f"| {name} | {seconds:.2f} | {bench['relative_to_entropy'][name]:.1f} | "
+                 f"{bench['compile_s'][name]:.1f} |")
   return "\n".join(lines)
 
 
@@ -332,7 +342,8 @@ def _figure(runs, title: str, path: str) -> None:
   plotting.plot_curves(runs, "test_accuracy", "test accuracy", title, path)
 
 
-def build(runs_dir: str, scale: str, out: str, recipe_search: str = "") -> str:
+def build(runs_dir: str, scale: str, out: str, recipe_search: str = "",
+          acquisition_benchmark: str = "") -> str:
   """The section's markdown; writes its figures under out/figures/study_<scale>/."""
   root = os.path.join(runs_dir, scale)
   figures = os.path.join(out, "figures", f"study_{scale}")
@@ -364,8 +375,8 @@ def build(runs_dir: str, scale: str, out: str, recipe_search: str = "") -> str:
                  "runs, as all runs of a job share one compiled program, so it is not a "
                  "per-strategy acquisition time):\n")
   parts.append("\n".join(_status_lines(jobs)) + "\n")
-  if scale == "full" and "mnist_random" in jobs:
-    parts.append(_acquisition_time(jobs) + "\n")
+  if scale == "full" and acquisition_table(acquisition_benchmark):
+    parts.append(acquisition_table(acquisition_benchmark) + "\n")
   if scale == "full" and recipe_search and recipe_table(recipe_search):
     parts.append(recipe_table(recipe_search) + "\n")
   parts.append("Commands:\n\n```\n" + "\n".join(c for _, _, c in jobs.values() if c) + "\n```\n")
@@ -471,7 +482,8 @@ def main(argv):
   if FLAGS.job:
     print(job_section(FLAGS.job))
     return
-  section = build(FLAGS.runs, FLAGS.scale, FLAGS.out, FLAGS.recipe_search)
+  section = build(FLAGS.runs, FLAGS.scale, FLAGS.out, FLAGS.recipe_search,
+                  FLAGS.acquisition_benchmark)
   with open(os.path.join(FLAGS.out, section_file(FLAGS.scale)), "w") as f:
     f.write(section.rstrip() + "\n")
   path = os.path.join(FLAGS.out, "RESULTS.md")

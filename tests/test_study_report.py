@@ -105,7 +105,7 @@ def test_section_from_workdirs(tmp_path):
 
 def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
   """SCALE=full: workdirs NAME_sSEED become one row per NAME, cut to the rounds all its
-  seeds finished, with the acquisition time against random's rounds."""
+  seeds finished, and the acquisition benchmark's table."""
   jobs = {"mnist_random_s0": ("random", 0, [0.80, 0.90, 0.93], 2.0),
           "mnist_random_s1": ("random", 1, [0.70, 0.85], 4.0),
           "mnist_bald_s0": ("bald", 0, [0.80, 0.95, 0.97], 5.0)}
@@ -125,9 +125,18 @@ def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
   config, runs, _ = groups["mnist_random"]
   assert config["seeds"] == [0, 1] and config["seed_rounds"] == [3, 2]
   assert [len(r) for r in runs["random"]] == [2, 2]  # cut to the rounds both finished
-  text = study_report.build(str(tmp_path), "full", str(tmp_path / "docs"))
+  bench = {"k": 10, "pool_size": 60000, "labeled": 300, "model": "pooled_cnn",
+           "device": "cpu", "ensemble_size": 3, "seconds": {"entropy": 2.0, "bald_k20": 5.0},
+           "relative_to_entropy": {"entropy": 1.0, "bald_k20": 2.5},
+           "compile_s": {"entropy": 0.5, "bald_k20": 1.25}}
+  (tmp_path / "bench.json").write_text(json.dumps(bench))
+  text = study_report.build(str(tmp_path), "full", str(tmp_path / "docs"),
+                            acquisition_benchmark=str(tmp_path / "bench.json"))
   assert "| mnist_random | random | 2 | 3, 2 / 29 | 30 | 3.0 |" in text
-  assert "| bald | 5.0 | +2.0 |" in text  # 5.0 s against random's 3.0 s a round
+  assert "chose 10 of 60,000 synthetic MNIST-shaped images, 300 of them labeled" in text
+  assert "| bald_k20 | 5.00 | 2.5 | 1.2 |" in text
+  assert "Acquisition time" not in study_report.build(str(tmp_path), "full",
+                                                      str(tmp_path / "docs"))
   assert "| random (n=2) | 0.750 +- 0.050 | 0.875 +- 0.025 |" in text
   assert "| bald (n=1) | 0.800 +- 0.000 | 0.950 +- 0.000 | 0.970 +- 0.000 |" in text
   # Once a seed has finished, the tables take the finished seeds only.
