@@ -673,8 +673,6 @@ def test_label_default_measures_varieties_and_near_duplicates_per_batch(tmp_path
 
 
 # ---------------------------------------------------------------------- the browser
-
-
 def _browser():
   """A headless Chromium from the system packages (never downloaded at run time)."""
   chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
@@ -710,82 +708,116 @@ return {round: document.getElementById('round').textContent,
                       .map((t) => Number(t.dataset.index))[0],
         settled: window.alLatencies.length};
 """
+_CAPTIONS = "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)"
+
+
+class Page:
+  """label.py's page at `url` in a headless Chromium, as a person uses it: keys go to the
+  page's body, and `state()` reads what the page shows (_PAGE, or another script)."""
+
+  def __init__(self, url: str, poll: float = 0.1):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    self.driver = _browser()
+    self.driver.get(url)
+    self.wait = WebDriverWait(self.driver, 180, poll_frequency=poll)
+    self.body = self.driver.find_element(By.TAG_NAME, "body")
+
+  def state(self, script: str = _PAGE):
+    return self.driver.execute_script(script)
+
+  def until(self, condition, script: str = _PAGE):
+    """The state once `condition(state)` holds (waits up to 180 s)."""
+    return self.wait.until(lambda _: (lambda s: condition(s) and s)(self.state(script)))
+
+  def answer(self, keys) -> None:
+    """Presses each key in turn, waiting for the page to confirm each answer."""
+    start = self.state()["settled"]
+    for n, key in enumerate(keys):
+      self.body.send_keys(key)
+      self.until(lambda s: s["settled"] == start + n + 1)
+
+  def first_batch(self) -> dict:
+    """The state once the first batch (initial and held-out images) is on the page."""
+    return self.until(lambda s: len(s["batch"]) == SMALL.initial_size + SMALL.validation_size)
+
+
+@pytest.fixture
+def open_page():
+  """open_page(url, poll=0.1) -> Page; every page's browser quits when the test ends."""
+  pages = []
+
+  def open_(url: str, **kwargs) -> Page:
+    pages.append(Page(url, **kwargs))
+    return pages[-1]
+  yield open_
+  for page in pages:
+    page.driver.quit()
 
 
 @pytest.mark.slow
-def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path):
+def test_label_two_rounds_in_the_browser_by_keyboard(tmp_path, open_page):
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.keys import Keys
-  from selenium.webdriver.support.ui import WebDriverWait
   workdir = str(tmp_path / "work")
   paths = images_lib.load_images(os.path.join(SAMPLE, "Training"), image_size=16).paths
   served = Server(workdir, tmp_path)
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    assert browser.get_cookies() == []  # no cookie: the page sends the token itself
-    wait = WebDriverWait(browser, 180, poll_frequency=0.05)
-    page = lambda: browser.execute_script(_PAGE)
-    wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
-    keys = browser.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('#classes button')]"
-        ".map((b) => [b.dataset.label, b.querySelector('kbd').textContent]))")
-    truth = lambda i: paths[i].split("/")[0]
-    assert set(map(truth, range(len(paths)))) == set(keys)
-    body = browser.find_element(By.TAG_NAME, "body")
+  page = open_page(served.url, poll=0.05)
+  browser = page.driver
+  assert browser.get_cookies() == []  # no cookie: the page sends the token itself
+  page.first_batch()
+  keys = page.state(
+      "return Object.fromEntries([...document.querySelectorAll('#classes button')]"
+      ".map((b) => [b.dataset.label, b.querySelector('kbd').textContent]))")
+  truth = lambda i: paths[i].split("/")[0]
+  assert set(map(truth, range(len(paths)))) == set(keys)
 
-    def until(condition):
-      """The page's state once `condition(state)` holds."""
-      return wait.until(lambda b: (lambda p: condition(p) and p)(page()))
+  def answered(expect):
+    state = page.until(lambda p: p["settled"] >= expect)
+    return {int(i): l for i, l in state["answered"].items()}
 
-    def answered(expect):
-      state = until(lambda p: p["settled"] >= expect)
-      return {int(i): l for i, l in state["answered"].items()}
-
-    batches, given, skipped = [], {}, None
-    for round_ in range(2):
-      state = until(lambda p: p["round"] == str(round_ + 1) and not p["training"]
-                    and p["batch"])
-      batches.append(state["batch"])
-      start = state["settled"]
-      if round_ == 0:
-        # A label, then undo: the same image is current again and unanswered.
-        first = state["current"]
-        body.send_keys(keys[truth(first)])
-        assert answered(start + 1) == {first: truth(first)}
-        body.send_keys(Keys.BACKSPACE)
-        until(lambda p: p["answered"] == {} and p["current"] == first)
-        # "Not sure": 0 skips the current image.
-        skipped = first
-        body.send_keys("0")
-        assert answered(start + 2) == {skipped: ""}
-        # A click on an image, then on a class button, labels it.
-        index = state["batch"][-1]
-        browser.find_element(By.CSS_SELECTOR, f'.tile[data-index="{index}"]').click()
-        until(lambda p: p["current"] == index)
-        browser.find_element(By.CSS_SELECTOR,
-                             f'#classes button[data-label="{truth(index)}"]').click()
-        given[index] = truth(index)
-        assert answered(start + 3) == {skipped: "", index: truth(index)}
-      # The rest by keyboard, one key each, as fast as the page takes them.
-      state = page()
-      while len(state["answered"]) < len(state["batch"]):
-        i = state["current"]
-        given[i] = truth(i)
-        body.send_keys(keys[given[i]])
-        state = until(lambda p: p["answered"].get(str(i)) == given[i])
-    state = until(lambda p: p["round"] == "3" and not p["training"])
-    assert batches[1] != batches[0] and not set(batches[1]) & set(batches[0])
-    assert state["batch"] and not set(state["batch"]) & set(batches[0] + batches[1])
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) >= 2
-    browser.find_element(By.ID, "export").click()
-    wait.until(lambda b: "Wrote" in b.find_element(By.ID, "exported").text)
-    browser.execute_script("window.scrollTo(0, 0); document.querySelector('aside').scrollTop = 0")
-    screenshot = os.environ.get("AL_JAX_LABEL_SCREENSHOT") or str(tmp_path / "page.png")
-    browser.save_screenshot(screenshot)
-    latencies = np.array(browser.execute_script("return window.alLatencies"))
-  finally:
-    browser.quit()
+  batches, given, skipped = [], {}, None
+  for round_ in range(2):
+    state = page.until(lambda p: p["round"] == str(round_ + 1) and not p["training"]
+                       and p["batch"])
+    batches.append(state["batch"])
+    start = state["settled"]
+    if round_ == 0:
+      # A label, then undo: the same image is current again and unanswered.
+      first = state["current"]
+      page.body.send_keys(keys[truth(first)])
+      assert answered(start + 1) == {first: truth(first)}
+      page.body.send_keys(Keys.BACKSPACE)
+      page.until(lambda p: p["answered"] == {} and p["current"] == first)
+      # "Not sure": 0 skips the current image.
+      skipped = first
+      page.body.send_keys("0")
+      assert answered(start + 2) == {skipped: ""}
+      # A click on an image, then on a class button, labels it.
+      index = state["batch"][-1]
+      browser.find_element(By.CSS_SELECTOR, f'.tile[data-index="{index}"]').click()
+      page.until(lambda p: p["current"] == index)
+      browser.find_element(By.CSS_SELECTOR,
+                           f'#classes button[data-label="{truth(index)}"]').click()
+      given[index] = truth(index)
+      assert answered(start + 3) == {skipped: "", index: truth(index)}
+    # The rest by keyboard, one key each, as fast as the page takes them.
+    state = page.state()
+    while len(state["answered"]) < len(state["batch"]):
+      i = state["current"]
+      given[i] = truth(i)
+      page.body.send_keys(keys[given[i]])
+      state = page.until(lambda p: p["answered"].get(str(i)) == given[i])
+  state = page.until(lambda p: p["round"] == "3" and not p["training"])
+  assert batches[1] != batches[0] and not set(batches[1]) & set(batches[0])
+  assert state["batch"] and not set(state["batch"]) & set(batches[0] + batches[1])
+  assert len(browser.find_elements(By.CSS_SELECTOR, "#curve circle")) >= 2
+  browser.find_element(By.ID, "export").click()
+  page.wait.until(lambda b: "Wrote" in b.find_element(By.ID, "exported").text)
+  browser.execute_script("window.scrollTo(0, 0); document.querySelector('aside').scrollTop = 0")
+  screenshot = os.environ.get("AL_JAX_LABEL_SCREENSHOT") or str(tmp_path / "page.png")
+  browser.save_screenshot(screenshot)
+  latencies = np.array(page.state("return window.alLatencies"))
   rows = _rows(workdir)
   assert len(rows) == len({i for i, _, _ in rows}) == sum(map(len, batches))
   assert {i: l for i, l, _ in rows} == {**given, skipped: None}
@@ -830,52 +862,42 @@ return {text: status.textContent, connection: status.dataset.connection,
 
 
 @pytest.mark.slow
-def test_the_page_tells_when_the_server_stops_and_continues_after_a_restart(tmp_path):
-  from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import WebDriverWait
+def test_the_page_tells_when_the_server_stops_and_continues_after_a_restart(tmp_path,
+                                                                            open_page):
   workdir = str(tmp_path / "work")
   served = Server(workdir, tmp_path)
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    status = lambda: browser.execute_script(_STATUS)
-    until = lambda condition: wait.until(lambda b: (lambda s: condition(s) and s)(status()))
-    page = lambda: browser.execute_script(_PAGE)
-    until(lambda s: s["tiles"] == SMALL.initial_size + SMALL.validation_size)
-    body = browser.find_element(By.TAG_NAME, "body")
-    for n in (1, 2):
-      body.send_keys("1")
-      wait.until(lambda b: page()["settled"] == n)
-    first_two = page()["answered"]
-    served.kill()  # kill -9 while the page is open
-    body.send_keys("1")  # an answer the server never gets
-    lost = until(lambda s: s["connection"] == "lost")
-    assert "The server does not answer: label.py stopped or is restarting" in lost["text"]
-    assert f"{os.path.abspath(workdir)}/labels.sqlite" in lost["text"]
-    assert lost["pending"] == 0 and lost["answered"] == 2 and lost["spinners"] == 0
-    body.send_keys("1")  # refused while the server is away
-    assert status()["answered"] == 2
-    again = Server(workdir, tmp_path)
-    assert again.url == served.url  # the same port and token: the page reconnects
-    back = until(lambda s: s["connection"] == "ok" and "was restarted" in s["text"])
-    assert back["answered"] == 2 and page()["answered"] == first_two
-    while status()["answered"] < status()["tiles"]:
-      count = status()["answered"]
-      body.send_keys("1")
-      until(lambda s: s["answered"] == count + 1 and s["pending"] == 0)
-    training = until(lambda s: s["training"])
-    assert training["spinners"] == 1
-    again.kill()  # mid-round: the spinner must not count on
-    lost = until(lambda s: s["connection"] == "lost")
-    assert lost["spinners"] == 0 and not lost["training"] and "does not answer" in lost["text"]
-    third = Server(workdir, tmp_path)
-    assert third.url == served.url
-    state = until(lambda s: s["connection"] == "ok" and s["round"] == "2" and not s["training"])
-    assert state["tiles"] == SMALL.query_size and state["answered"] == 0
-    assert "was restarted" in state["text"]
-  finally:
-    browser.quit()
+  page = open_page(served.url)
+  status = lambda: page.state(_STATUS)
+  until = lambda condition: page.until(condition, _STATUS)
+  page.first_batch()
+  page.answer("11")
+  first_two = page.state()["answered"]
+  served.kill()  # kill -9 while the page is open
+  page.body.send_keys("1")  # an answer the server never gets
+  lost = until(lambda s: s["connection"] == "lost")
+  assert "The server does not answer: label.py stopped or is restarting" in lost["text"]
+  assert f"{os.path.abspath(workdir)}/labels.sqlite" in lost["text"]
+  assert lost["pending"] == 0 and lost["answered"] == 2 and lost["spinners"] == 0
+  page.body.send_keys("1")  # refused while the server is away
+  assert status()["answered"] == 2
+  again = Server(workdir, tmp_path)
+  assert again.url == served.url  # the same port and token: the page reconnects
+  back = until(lambda s: s["connection"] == "ok" and "was restarted" in s["text"])
+  assert back["answered"] == 2 and page.state()["answered"] == first_two
+  while status()["answered"] < status()["tiles"]:
+    count = status()["answered"]
+    page.body.send_keys("1")
+    until(lambda s: s["answered"] == count + 1 and s["pending"] == 0)
+  training = until(lambda s: s["training"])
+  assert training["spinners"] == 1
+  again.kill()  # mid-round: the spinner must not count on
+  lost = until(lambda s: s["connection"] == "lost")
+  assert lost["spinners"] == 0 and not lost["training"] and "does not answer" in lost["text"]
+  third = Server(workdir, tmp_path)
+  assert third.url == served.url
+  state = until(lambda s: s["connection"] == "ok" and s["round"] == "2" and not s["training"])
+  assert state["tiles"] == SMALL.query_size and state["answered"] == 0
+  assert "was restarted" in state["text"]
   assert len(_rows(workdir)) == SMALL.initial_size + SMALL.validation_size
 
 
@@ -900,9 +922,9 @@ return {buttons: [...document.querySelectorAll('#classes button, #skip, #undo')]
 
 
 @pytest.mark.slow
-def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(tmp_path):
+def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(tmp_path,
+                                                                               open_page):
   from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import WebDriverWait
   folder = tmp_path / "images"  # a copy: one of its files goes away after the start
   shutil.copytree(SAMPLE, folder)
   paths = images_lib.load_images(folder / "Training", image_size=16).paths
@@ -914,47 +936,37 @@ def test_at_1400x1000_the_buttons_stay_in_view_while_the_last_rows_are_labeled(t
   held_out = set(state["held_out_in_batch"])
   gone = next(i for i in batch[3:] if i not in held_out)
   os.remove(folder / "Training" / paths[gone])
-  browser = _browser()
-  try:
-    assert browser.get_window_size() == {"width": 1400, "height": 1000}
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    geometry = lambda: browser.execute_script(_GEOMETRY)
-    page = lambda: browser.execute_script(_PAGE)
-    wait.until(lambda b: len(page()["batch"]) == 30)
-    shown = wait.until(lambda b: (lambda g: g["problems"][batch.index(gone)] and g)(geometry()))
-    assert "moved or changed since label.py started; skip it (0)" in \
-        shown["problems"][batch.index(gone)]
-    assert shown["rows"] >= 5 and shown["first"] and all(shown["buttons"])
-    assert len(held_out) == 10 and len(browser.find_elements(
-        By.CSS_SELECTOR, "#grid .tile.held-out .tag")) == 10
-    body = browser.find_element(By.TAG_NAME, "body")
-    keys = browser.execute_script(
-        "return [...document.querySelectorAll('#classes kbd')].map((k) => k.textContent)")
-    for n in range(30):
-      where = geometry()
-      assert where["current"] and all(where["buttons"]), (n, where)
-      assert where["pageScroll"] == 0
-      i = page()["current"]
-      body.send_keys("0" if i == gone else keys[n % len(keys)])
-      wait.until(lambda b: page()["settled"] == n + 1)
-    assert geometry()["gridScroll"] > 0  # the last rows were scrolled to
-    status = wait.until(lambda b: (lambda t: "Training on" in t and t)(
-        b.find_element(By.ID, "status").text))
-    assert "Training on 19 labels (10 held out test it)" in status, status
-    assert ("labeled 29 (trained on 19, held out 10) · skipped 1 · unlabeled left 220 of 250"
-            in geometry()["progress"])
-    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and page()["batch"])
+  page = open_page(served.url)
+  assert page.driver.get_window_size() == {"width": 1400, "height": 1000}
+  geometry = lambda: page.state(_GEOMETRY)
+  page.until(lambda s: len(s["batch"]) == 30)
+  shown = page.until(lambda g: g["problems"][batch.index(gone)], _GEOMETRY)
+  assert "moved or changed since label.py started; skip it (0)" in \
+      shown["problems"][batch.index(gone)]
+  assert shown["rows"] >= 5 and shown["first"] and all(shown["buttons"])
+  assert len(held_out) == 10 and len(page.driver.find_elements(
+      By.CSS_SELECTOR, "#grid .tile.held-out .tag")) == 10
+  keys = page.state(
+      "return [...document.querySelectorAll('#classes kbd')].map((k) => k.textContent)")
+  for n in range(30):
     where = geometry()
-    assert where["gridScroll"] == 0 and where["first"] and where["currentAt"] == 0
-    assert all(where["buttons"])
-  finally:
-    browser.quit()
+    assert where["current"] and all(where["buttons"]), (n, where)
+    assert where["pageScroll"] == 0
+    page.answer(["0" if page.state()["current"] == gone else keys[n % len(keys)]])
+  assert geometry()["gridScroll"] > 0  # the last rows were scrolled to
+  status = page.wait.until(lambda b: (lambda t: "Training on" in t and t)(
+      b.find_element(By.ID, "status").text))
+  assert "Training on 19 labels (10 held out test it)" in status, status
+  assert ("labeled 29 (trained on 19, held out 10) · skipped 1 · unlabeled left 220 of 250"
+          in geometry()["progress"])
+  page.until(lambda s: s["round"] == "2" and not s["training"] and s["batch"])
+  where = geometry()
+  assert where["gridScroll"] == 0 and where["first"] and where["currentAt"] == 0
+  assert all(where["buttons"])
 
 
 @pytest.mark.slow
-def test_the_page_names_the_image_files_that_do_not_decode(tmp_path):
-  from selenium.webdriver.support.ui import WebDriverWait
+def test_the_page_names_the_image_files_that_do_not_decode(tmp_path, open_page):
   folder = tmp_path / "images"
   shutil.copytree(SAMPLE, folder)
   (folder / "Training" / "Banana 1" / "broken.jpg").write_bytes(b"not a jpeg")
@@ -966,146 +978,99 @@ def test_the_page_names_the_image_files_that_do_not_decode(tmp_path):
       {"path": "Banana 1/broken.jpg", "why": "cannot identify image file"},
       {"path": "Plum 1/empty.png", "why": "cannot identify image file"}]}
   assert state["progress"]["pool"] == 250
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    text = wait.until(lambda b: b.execute_script(
-        "const u = document.getElementById('unreadable'); return !u.hidden && u.textContent"))
-    assert text == ("Left out, as they do not decode: 2 image files: Banana 1/broken.jpg "
-                    "(cannot identify image file), Plum 1/empty.png (cannot identify image "
-                    "file). A workdir keeps the images it started with: fixed files join "
-                    "only in a new --workdir."), text
-  finally:
-    browser.quit()
+  notice = ("const u = document.getElementById('unreadable'); "
+            "return {hidden: u.hidden, text: u.textContent, batch: "
+            "document.querySelectorAll('#grid .tile').length}")
+  text = open_page(served.url).until(lambda u: not u["hidden"], notice)["text"]
+  assert text == ("Left out, as they do not decode: 2 image files: Banana 1/broken.jpg "
+                  "(cannot identify image file), Plum 1/empty.png (cannot identify image "
+                  "file). A workdir keeps the images it started with: fixed files join "
+                  "only in a new --workdir."), text
   served.kill(signal.SIGTERM)
   clean = Server(str(tmp_path / "clean"), tmp_path)  # none: no notice
   assert clean.api("/api/state")["unreadable"] == {"count": 0, "files": []}
-  browser = _browser()
-  try:
-    browser.get(clean.url)
-    WebDriverWait(browser, 180, poll_frequency=0.1).until(
-        lambda b: b.execute_script("return document.querySelectorAll('#grid .tile').length"))
-    assert browser.execute_script("return document.getElementById('unreadable').hidden")
-  finally:
-    browser.quit()
+  assert open_page(clean.url).until(lambda u: u["batch"], notice)["hidden"]
   clean.kill(signal.SIGTERM)
 
 
 @pytest.mark.slow
-def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path):
+def test_the_models_guess_is_on_each_tile_and_enter_takes_it(tmp_path, open_page):
   from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import WebDriverWait
   workdir = str(tmp_path / "work")
   served = Server(workdir, tmp_path)
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    page = lambda: browser.execute_script(_PAGE)
-    captions = lambda: browser.execute_script(
-        "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)")
-    wait.until(lambda b: len(page()["batch"]) == SMALL.initial_size + SMALL.validation_size)
-    assert not any(captions()) and not browser.find_element(By.ID, "accept").is_displayed()
-    body = browser.find_element(By.TAG_NAME, "body")
-    body.send_keys("\n")  # no model yet: Enter does nothing
-    assert page()["settled"] == 0
-    for n in range(SMALL.initial_size + SMALL.validation_size):
-      body.send_keys("12"[n % 2])
-      wait.until(lambda b: page()["settled"] == n + 1)
-    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and
-               all(c.startswith("guess: ") for c in captions()))
-    state = served.api("/api/state")
-    guesses = {b["index"]: b["guess"] for b in state["batch"]}
-    assert [b["index"] for b in state["batch"]] == page()["batch"]
-    assert captions() == [f"guess: {g['label']} {round(g['probability'] * 100)}%"
-                          for g in guesses.values()]
-    assert browser.find_element(By.ID, "accept").is_displayed()
-    settled = page()["settled"]
-    for n, i in enumerate(page()["batch"]):  # one key each: Enter confirms the guess
-      assert page()["current"] == i
-      body.send_keys("\n")
-      wait.until(lambda b: page()["settled"] == settled + n + 1)
-      assert page()["answered"][str(i)] == guesses[i]["label"]
-  finally:
-    browser.quit()
+  page = open_page(served.url)
+  captions = lambda: page.state(_CAPTIONS)
+  page.first_batch()
+  assert not any(captions()) and not page.driver.find_element(By.ID, "accept").is_displayed()
+  page.body.send_keys("\n")  # no model yet: Enter does nothing
+  assert page.state()["settled"] == 0
+  page.answer("12" * ((SMALL.initial_size + SMALL.validation_size) // 2))
+  page.until(lambda s: s["round"] == "2" and not s["training"] and s["batch"] and
+             all(c.startswith("guess: ") for c in captions()))
+  state = served.api("/api/state")
+  guesses = {b["index"]: b["guess"] for b in state["batch"]}
+  assert [b["index"] for b in state["batch"]] == page.state()["batch"]
+  assert captions() == [f"guess: {g['label']} {round(g['probability'] * 100)}%"
+                        for g in guesses.values()]
+  assert page.driver.find_element(By.ID, "accept").is_displayed()
+  for i in page.state()["batch"]:  # one key each: Enter confirms the guess
+    assert page.state()["current"] == i
+    page.answer(["\n"])
+    assert page.state()["answered"][str(i)] == guesses[i]["label"]
   given = {i: l for i, l, r in _rows(workdir) if r == 1}
   assert given == {i: g["label"] for i, g in guesses.items()}
 
 
 @pytest.mark.slow
-def test_the_page_shows_the_images_while_the_model_trains_on_their_vectors(tmp_path):
+def test_the_page_shows_the_images_while_the_model_trains_on_their_vectors(tmp_path,
+                                                                           open_page):
   """label.py --features=FILE.npz: every tile shows its image file, the header names the
   model and its inputs, and after the first batch the MLP's guesses are on the tiles."""
   from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import WebDriverWait
   features = _write_features(tmp_path / "features.npz")
   workdir = str(tmp_path / "work")
   served = Server(workdir, tmp_path, f"--features={features}")
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    page = lambda: browser.execute_script(_PAGE)
-    first = SMALL.initial_size + SMALL.validation_size
-    wait.until(lambda b: len(page()["batch"]) == first)
-    shown = "return [...document.querySelectorAll('#grid img')].map((i) => i.naturalWidth)"
-    wait.until(lambda b: len(b.execute_script(shown)) == first and
-               all(w > 0 for w in b.execute_script(shown)))
-    assert browser.find_element(By.ID, "model").text == \
-        f"mlp on the vectors of features.npz [{FEATURE_DIM}]"
-    body = browser.find_element(By.TAG_NAME, "body")
-    for n in range(first):
-      body.send_keys("12"[n % 2])
-      wait.until(lambda b: page()["settled"] == n + 1)
-    captions = "return [...document.querySelectorAll('#grid figcaption')].map((c) => c.textContent)"
-    wait.until(lambda b: page()["round"] == "2" and not page()["training"] and
-               all(c.startswith("guess: ") for c in b.execute_script(captions)))
-  finally:
-    browser.quit()
+  page = open_page(served.url)
+  first = SMALL.initial_size + SMALL.validation_size
+  page.first_batch()
+  shown = "return [...document.querySelectorAll('#grid img')].map((i) => i.naturalWidth)"
+  page.until(lambda widths: len(widths) == first and all(w > 0 for w in widths), shown)
+  assert page.driver.find_element(By.ID, "model").text == \
+      f"mlp on the vectors of features.npz [{FEATURE_DIM}]"
+  page.answer("12" * (first // 2))
+  page.until(lambda s: s["round"] == "2" and not s["training"] and s["batch"] and
+             all(c.startswith("guess: ") for c in page.state(_CAPTIONS)))
   assert len([r for r in _rows(workdir) if r[2] == 0]) == first
   assert headless.saved_setup(workdir)["settings"]["features"] == features  # resumes with it
 
 
 @pytest.mark.slow
-def test_an_earlier_rounds_answer_is_changed_in_the_page_and_trained_on(tmp_path):
+def test_an_earlier_rounds_answer_is_changed_in_the_page_and_trained_on(tmp_path, open_page):
   from selenium.webdriver.common.by import By
-  from selenium.webdriver.support.ui import Select, WebDriverWait
+  from selenium.webdriver.support.ui import Select
   workdir = str(tmp_path / "work")
   served = Server(workdir, tmp_path)
-  browser = _browser()
-  try:
-    browser.get(served.url)
-    wait = WebDriverWait(browser, 180, poll_frequency=0.1)
-    page = lambda: browser.execute_script(_PAGE)
-    first = SMALL.initial_size + SMALL.validation_size
-    wait.until(lambda b: len(page()["batch"]) == first)
-    classes = served.api("/api/state")["classes"]
-    body = browser.find_element(By.TAG_NAME, "body")
-    for n in range(first):  # every answer "1": the first class
-      body.send_keys("1")
-      wait.until(lambda b: page()["settled"] == n + 1)
-    wait.until(lambda b: page()["round"] == "2" and not page()["training"])
-    batch_one = [i for i, _, r in _rows(workdir) if r == 0]
-    browser.find_element(By.CSS_SELECTOR, "#earlier summary").click()
-    rows = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#earlier-list .earlier"))
-    assert sorted(int(r.get_attribute("data-index")) for r in rows) == sorted(batch_one)
-    changed = int(rows[0].get_attribute("data-index"))
-    Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value(classes[3])
-    wait.until(lambda b: b.find_element(
-        By.CSS_SELECTOR, f'.earlier[data-index="{changed}"]').get_attribute("data-label")
-        == classes[3])
-    assert dict((i, (l, r)) for i, l, r in _rows(workdir))[changed] == (classes[3], 1)
-    body.send_keys("1")  # keys sent to the page label the new batch
-    for n in range(SMALL.query_size):
-      if n:
-        body.send_keys("1")
-      wait.until(lambda b: len(page()["answered"]) == n + 1)
-    wait.until(lambda b: page()["round"] == "3" and not page()["training"])
-  finally:
-    browser.quit()
+  page = open_page(served.url)
+  first = SMALL.initial_size + SMALL.validation_size
+  page.first_batch()
+  classes = served.api("/api/state")["classes"]
+  page.answer("1" * first)  # every answer "1": the first class
+  page.until(lambda s: s["round"] == "2" and not s["training"])
+  batch_one = [i for i, _, r in _rows(workdir) if r == 0]
+  page.driver.find_element(By.CSS_SELECTOR, "#earlier summary").click()
+  rows = page.wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#earlier-list .earlier"))
+  assert sorted(int(r.get_attribute("data-index")) for r in rows) == sorted(batch_one)
+  changed = int(rows[0].get_attribute("data-index"))
+  Select(rows[0].find_element(By.TAG_NAME, "select")).select_by_value(classes[3])
+  page.wait.until(lambda b: b.find_element(
+      By.CSS_SELECTOR, f'.earlier[data-index="{changed}"]').get_attribute("data-label")
+      == classes[3])
+  assert dict((i, (l, r)) for i, l, r in _rows(workdir))[changed] == (classes[3], 1)
+  for n in range(SMALL.query_size):  # keys sent to the page label the new batch
+    page.body.send_keys("1")
+    page.until(lambda s: len(s["answered"]) == n + 1)
+  page.until(lambda s: s["round"] == "3" and not s["training"])
   results = [json.loads(l) for l in open(os.path.join(workdir, "results.jsonl"))]
   assert [r["round"] for r in results] == [0, 1]
   assert results[0]["class_counts"][classes[0]] == first
   assert results[1]["class_counts"][classes[3]] == 1  # round 2 trained on the change
-  assert results[1]["class_counts"][classes[0]] == first - 1 + SMALL.query_size
