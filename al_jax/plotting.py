@@ -26,6 +26,31 @@ def line_style(metric: str) -> tuple[str | None, bool]:
   return None, False
 
 
+# Colours for lines no strategy owns (a study job's name, say), drawn dashed: far from the
+# strategies' own colours.
+SPARE_COLORS = ("black", "darkcyan", "goldenrod", "magenta", "lime", "saddlebrown",
+                "slateblue", "crimson")
+
+
+def figure_styles(metrics: list[str]) -> dict[str, tuple[str, str]]:
+  """(colour, linestyle) of each line of one figure, no two alike: its strategy's colour
+  (`line_style`); a line no strategy owns takes the first spare colour that no line of
+  the figure has, dashed; a repeated pair is drawn dashed, then dotted, then dash-dotted."""
+  owned = {m: line_style(m) for m in metrics}
+  taken = {color for color, _ in owned.values() if color}
+  spare = iter([c for c in SPARE_COLORS if c not in taken])
+  styles, used = {}, set()
+  for metric in metrics:
+    color, dashed = owned[metric]
+    if color is None:
+      color, dashed = next(spare, "black"), True
+    choices = ("--", ":", "-.") if dashed else ("-", "--", ":", "-.")
+    style = next((s for s in choices if (color, s) not in used), choices[-1])
+    used.add((color, style))
+    styles[metric] = (color, style)
+  return styles
+
+
 def _x(records: list[dict]) -> tuple[np.ndarray, str]:
   if records[0]["protocol"] == "pool":
     return np.array([r["num_labeled"] for r in records]), "labeled images"
@@ -43,13 +68,14 @@ def plot_curves(runs: dict[str, list[list[dict]]], key: str, ylabel: str, title:
                 path: str) -> None:
   """One line per metric: mean over seeds of `key`, with a band of one std."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
+  styles = figure_styles(list(runs))
   for metric, seed_runs in runs.items():
     values = _stack(seed_runs, key)
     x, xlabel = _x(seed_runs[0][:values.shape[1]])
     mean, std = values.mean(0), values.std(0)
-    color, dashed = line_style(metric)
+    color, linestyle = styles[metric]
     ax.plot(x, mean, label=f"{metric} (n={len(seed_runs)})", color=color,
-            linestyle="--" if dashed else "-")
+            linestyle=linestyle)
     ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)

@@ -144,3 +144,25 @@ def test_full_scale_merges_one_workdir_per_strategy_and_seed(tmp_path):
   config, runs, _ = study_report.load_groups(str(tmp_path / "full"))["mnist_random"]
   assert config["seeds"] == [0] and config["seed_rounds"] == [3, 2]
   assert [len(r) for r in runs["random"]] == [3]
+
+
+def test_figure_lines_are_all_distinct_and_strategies_keep_their_colour():
+  """The full-scale figure has 12 lines; job names that no strategy owns
+  ("ensemble_bald") took matplotlib's cycle and repeated smallest margin's orange."""
+  from al_jax import plotting
+  metrics = ["random", "random_small_budget", "smallest_margin", "badge", "bald",
+             "bald (ensemble of 3)", "ensemble_bald", "bald_k100", "typiclust", "coreset",
+             "stochastic_bald", "entropy", "batchbald"]
+  styles = plotting.figure_styles(metrics)
+  assert len(set(styles.values())) == len(metrics)
+  assert styles["random"] == ("tab:gray", "-")
+  assert styles["smallest_margin"] == ("tab:orange", "-")
+  assert styles["bald (ensemble of 3)"] == ("tab:purple", "--")
+  owned = {plotting.line_style(m)[0] for m in metrics} - {None}
+  spare = [styles[m][0] for m in ("random_small_budget", "ensemble_bald", "bald_k100")]
+  assert spare == ["black", "darkcyan", "goldenrod"] and not owned & set(spare)
+  assert {styles[m][1] for m in ("random_small_budget", "ensemble_bald", "bald_k100")} == {
+      "--"}
+  # Two variants of one strategy: the second is dotted, not a copy of the first.
+  assert plotting.figure_styles(["bald (ensemble of 3)", "bald (ensemble of 5)"]) == {
+      "bald (ensemble of 3)": ("tab:purple", "--"), "bald (ensemble of 5)": ("tab:purple", ":")}
